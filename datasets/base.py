@@ -1,0 +1,58 @@
+"""The dataset contract shared by every dataset.
+
+Items are dicts: ``image`` float32 ``[C,H,W]`` (normalised), ``label`` int64 ``[H,W]`` train ids with
+255 = ignore, ``case`` str (the unit of evaluation: a volume for Synapse, an image otherwise) and
+``index`` int (slice position inside its case, 0 for 2D images). Volume datasets add ``spacing``
+(mm per voxel, ``(z, y, x)``) so metrics can be reported in mm.
+
+Augmentation is deterministic per *sample draw*: ``dataset[i]`` for ``i >= len(dataset)`` reads
+sample ``i % len`` and seeds its augmentation with ``(seed, i)``. A sampler that numbers its draws
+(see ``bench.train``) therefore reproduces every augmented batch exactly after a resume, with any
+number of loader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IGNORE_INDEX = 255
+
+
+class SegDataset(Dataset):
+    """Base class: subclasses implement ``__len__``, ``load`` and (for training) ``augment``."""
+
+    #: names of the classes with train ids 0..num_classes-1
+    class_names: tuple[str, ...] = ()
+    #: what HD95 is measured in by default ("mm" for volumes with spacing, else "px")
+    units: str = "px"
+
+    def __init__(self, split: str, *, augment: bool = False, seed: int = 0) -> None:
+        self.split = split
+        self.augment_enabled = augment
+        self.seed = seed
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def load(self, idx: int) -> dict[str, Any]:
+        """Sample ``idx`` as numpy: ``image`` float32 ``[C,H,W]``, ``label`` int ``[H,W]``, ``case``."""
+        raise NotImplementedError
+
+    def augment(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Random training augmentation of a loaded sample (identity by default)."""
+        return sample
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = self.load(int(i) % len(self))
+        if self.augment_enabled:
+            sample = self.augment(sample, np.random.default_rng([self.seed, int(i)]))
+        out = dict(sample)
+        out["image"] = torch.from_numpy(np.ascontiguousarray(sample["image"], dtype=np.float32))
+        out["label"] = torch.from_numpy(np.ascontiguousarray(sample["label"]).astype(np.int64))
+        out.setdefault("index", 0)
+        return out

@@ -1,0 +1,154 @@
+"""One-decorator loss registry: ``@register_loss`` + ``create_loss`` + ``list_losses`` + ``loss_info``.
+
+A registered factory (usually an ``nn.Module`` subclass) takes ``num_classes`` and ``ignore_index``
+plus its own keyword hyper-parameters. Their defaults are read from the factory's signature; their
+valid ranges are declared once in the decorator and checked by ``create_loss`` before construction.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+Category = Literal["pixel", "region", "boundary", "combination"]
+CATEGORIES: tuple[str, ...] = ("pixel", "region", "boundary", "combination")
+
+#: Extra inputs a loss may ask the runner for, besides ``(logits, target)``:
+#: ``aux`` — the output of an auxiliary head with ``aux_channels`` channels, same size as logits;
+#: ``features`` — the decoder's feature map ``[B,F,h,w]`` (before the segmentation head);
+#: ``progress`` — training progress in [0, 1] (step / max_steps), for weight schedules.
+RUNTIME_INPUTS: tuple[str, ...] = ("aux", "features", "progress")
+
+_SKIP = {"self", "num_classes", "ignore_index"}
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """Metadata of one registered loss."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    category: Category
+    reference: str
+    original: Literal["binary", "multi-class"] = "multi-class"
+    survey: bool = True  # one of the 25 losses of the survey (False: an extra from peers)
+    needs_distance_maps: bool = False
+    inputs: tuple[str, ...] = ()
+    aux_channels: int | Callable[[int], int] = 0
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    summary: str = ""
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """Hyper-parameters and their defaults, read from the factory's signature."""
+        sig = inspect.signature(self.factory)
+        return {
+            k: p.default
+            for k, p in sig.parameters.items()
+            if k not in _SKIP and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+
+    def num_aux_channels(self, num_classes: int) -> int:
+        return self.aux_channels(num_classes) if callable(self.aux_channels) else self.aux_channels
+
+
+_REGISTRY: dict[str, LossInfo] = {}
+
+
+def register_loss(
+    name: str,
+    *,
+    category: Category,
+    reference: str,
+    original: Literal["binary", "multi-class"] = "multi-class",
+    survey: bool = True,
+    needs_distance_maps: bool = False,
+    inputs: tuple[str, ...] = (),
+    aux_channels: int | Callable[[int], int] = 0,
+    ranges: dict[str, tuple[float | None, float | None]] | None = None,
+) -> Callable:
+    """Register a loss factory under ``name`` (the name of its ``conf/loss/<name>.yaml``)."""
+    if category not in CATEGORIES:
+        raise ValueError(f"loss {name!r}: category {category!r} is not one of {CATEGORIES}")
+    unknown = set(inputs) - set(RUNTIME_INPUTS)
+    if unknown:
+        raise ValueError(f"loss {name!r}: unknown runtime inputs {sorted(unknown)}")
+
+    def deco(factory: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"loss {name!r} is registered twice")
+        doc = inspect.getdoc(factory) or ""
+        _REGISTRY[name] = LossInfo(
+            name=name,
+            factory=factory,
+            category=category,
+            reference=reference,
+            original=original,
+            survey=survey,
+            needs_distance_maps=needs_distance_maps,
+            inputs=tuple(inputs),
+            aux_channels=aux_channels,
+            ranges=dict(ranges or {}),
+            summary=doc.split("\n\n")[0].replace("\n", " "),
+        )
+        return factory
+
+    return deco
+
+
+def list_losses(pattern: str = "*", category: str | None = None) -> list[str]:
+    """Sorted names of the registered losses matching a glob ``pattern`` (and ``category``)."""
+    return sorted(
+        n
+        for n, info in _REGISTRY.items()
+        if fnmatch.fnmatch(n, pattern) and (category is None or info.category == category)
+    )
+
+
+def loss_info(name: str) -> LossInfo:
+    """The metadata record of ``name``; a clear ``KeyError`` names the registered losses."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown loss {name!r}; registered losses: {', '.join(list_losses())}") from None
+
+
+def check_range(name: str, field_: str, value: Any, low: float | None, high: float | None) -> None:
+    """Raise ``ValueError`` naming ``field_`` when a numeric hyper-parameter leaves [low, high]."""
+    values = value if isinstance(value, list | tuple) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if not isinstance(v, int | float) or isinstance(v, bool) or math.isnan(v):
+            raise ValueError(f"loss {name!r}: {field_}={value!r} must be a number")
+        if (low is not None and v < low) or (high is not None and v > high):
+            lo = "-inf" if low is None else low
+            hi = "inf" if high is None else high
+            raise ValueError(f"loss {name!r}: {field_}={value!r} is outside its valid range [{lo}, {hi}]")
+
+
+def create_loss(name: str, *, num_classes: int, ignore_index: int = 255, **hparams: Any) -> nn.Module:
+    """Build the loss ``name`` for ``num_classes`` classes.
+
+    Unknown hyper-parameters and values outside the declared ranges raise ``ValueError`` naming the
+    field. The returned module is called as ``loss(logits [B,C,H,W], target [B,H,W] int64, **inputs)``
+    where ``inputs`` are the runtime inputs listed in ``loss_info(name).inputs``.
+    """
+    info = loss_info(name)
+    if num_classes < 1:
+        raise ValueError(f"loss {name!r}: num_classes={num_classes} must be >= 1")
+    known = info.hparams
+    unknown = set(hparams) - set(known)
+    if unknown:
+        raise ValueError(
+            f"loss {name!r}: unknown hyper-parameter(s) {sorted(unknown)}; valid: {sorted(known) or 'none'}"
+        )
+    for field_, (low, high) in info.ranges.items():
+        check_range(name, field_, hparams.get(field_, known.get(field_)), low, high)
+    return info.factory(num_classes=num_classes, ignore_index=ignore_index, **hparams)
