@@ -80,7 +80,6 @@ def build(name: str, *, root: str | Path, split: str, **cfg: Any) -> SegDataset:
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = set(cfg) - set(params)
         if unknown:
-            raise ValueError(
-                f"dataset {name!r}: unknown option(s) {sorted(unknown)}; valid: {sorted(set(params) - {'root', 'split'})}"
-            )
+            valid = sorted(set(params) - {"root", "split"})
+            raise ValueError(f"dataset {name!r}: unknown option(s) {sorted(unknown)}; valid: {valid}")
     return info.factory(root=root, split=split, **cfg)
