@@ -2,8 +2,9 @@
 
 Items are dicts: ``image`` float32 ``[C,H,W]`` (normalised), ``label`` int64 ``[H,W]`` train ids with
 255 = ignore, ``case`` str (the unit of evaluation: a volume for Synapse, an image otherwise) and
-``index`` int (slice position inside its case, 0 for 2D images). Volume datasets add ``spacing``
-(mm per voxel, ``(z, y, x)``) so metrics can be reported in mm.
+``index`` int (slice position inside its case, 0 for 2D images). Slices of one case are contiguous and in order
+in evaluation splits, so the evaluator can reassemble volumes; ``spacing(case)`` gives mm per voxel
+in array axis order ``(z, y, x)`` when known, so HD95 can be reported in mm.
 
 Augmentation is deterministic per *sample draw*: ``dataset[i]`` for ``i >= len(dataset)`` reads
 sample ``i % len`` and seeds its augmentation with ``(seed, i)``. A sampler that numbers its draws
@@ -47,10 +48,19 @@ class SegDataset(Dataset):
         """Random training augmentation of a loaded sample (identity by default)."""
         return sample
 
+    def finalize(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Deterministic last step after augmentation, e.g. resizing to the input size (identity)."""
+        return sample
+
+    def spacing(self, case: str) -> tuple[float, ...] | None:
+        """Physical size of a pixel/voxel of ``case`` in mm, in array axis order (None: unknown)."""
+        return None
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = self.load(int(i) % len(self))
         if self.augment_enabled:
             sample = self.augment(sample, np.random.default_rng([self.seed, int(i)]))
+        sample = self.finalize(sample)
         out = dict(sample)
         out["image"] = torch.from_numpy(np.ascontiguousarray(sample["image"], dtype=np.float32))
         out["label"] = torch.from_numpy(np.ascontiguousarray(sample["label"]).astype(np.int64))

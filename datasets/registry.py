@@ -26,12 +26,15 @@ class DatasetInfo:
     splits: tuple[str, ...]
     summary: str = ""
     prepare: str = ""  # how to obtain/prepare the data (shown when the root is missing)
+    generated: bool = False  # the factory writes the data itself on first use (no root check)
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, *, reference: str, splits: tuple[str, ...], prepare: str = "") -> Callable:
+def register_dataset(
+    name: str, *, reference: str, splits: tuple[str, ...], prepare: str = "", generated: bool = False
+) -> Callable:
     """Register a dataset factory under ``name`` (the name of its ``conf/data/<name>.yaml``)."""
 
     def deco(factory: Callable[..., SegDataset]) -> Callable[..., SegDataset]:
@@ -45,6 +48,7 @@ def register_dataset(name: str, *, reference: str, splits: tuple[str, ...], prep
             splits=tuple(splits),
             summary=doc.split("\n\n")[0].replace("\n", " "),
             prepare=prepare,
+            generated=generated,
         )
         return factory
 
@@ -73,7 +77,7 @@ def build(name: str, *, root: str | Path, split: str, **cfg: Any) -> SegDataset:
     if split not in info.splits:
         raise ValueError(f"dataset {name!r}: unknown split {split!r}; valid: {', '.join(info.splits)}")
     root = Path(root).expanduser()
-    if not root.is_dir():
+    if not info.generated and not root.is_dir():
         hint = f" {info.prepare}" if info.prepare else ""
         raise FileNotFoundError(f"dataset {name!r}: data root {str(root)!r} does not exist.{hint}")
     params = inspect.signature(info.factory).parameters
