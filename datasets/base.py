@@ -2,9 +2,9 @@
 
 Items are dicts: ``image`` float32 ``[C,H,W]`` (normalised), ``label`` int64 ``[H,W]`` train ids with
 255 = ignore, ``case`` str (the unit of evaluation: a volume for Synapse, an image otherwise) and
-``index`` int (slice position inside its case, 0 for 2D images). Slices of one case are contiguous and in order
-in evaluation splits, so the evaluator can reassemble volumes; ``spacing(case)`` gives mm per voxel
-in array axis order ``(z, y, x)`` when known, so HD95 can be reported in mm.
+``index`` int (slice position inside its case, 0 for 2D images). Slices of one case are contiguous
+and in order in evaluation splits, so the evaluator can reassemble volumes; ``spacing(case)`` gives
+mm per voxel in array axis order ``(z, y, x)`` when known, so HD95 can be reported in mm.
 
 Augmentation is deterministic per *sample draw*: ``dataset[i]`` for ``i >= len(dataset)`` reads
 sample ``i % len`` and seeds its augmentation with ``(seed, i)``. A sampler that numbers its draws

@@ -1,0 +1,195 @@
+"""Synapse multi-organ CT in the TransUNet preprocessed layout.
+
+Layout under ``root`` (TransUNet's, plus our spacing sidecar)::
+
+    train_npz/caseXXXX_sliceYYY.npz    keys image float [H,W] in [0,1], label int [H,W]
+    test_vol_h5/caseXXXX.npy.h5        datasets image float [D,H,W], label int [D,H,W]
+    lists/train.txt, lists/test_vol.txt  one slice name / case name per line (TransUNet's lists)
+    spacing.json (optional)            {"case0001": [z, y, x]} in mm (written by prepare_synapse.py)
+
+When ``lists/`` is missing, the standard TransUNet split shipped with this package is used: the 12
+test cases of ``test_vol.txt`` and every ``train_npz`` slice of the 18 training cases. Training
+slices get TransUNet's augmentation (random rot90+flip, else random rotation ±20°, each with
+probability ½) and are resized to ``img_size``; test items hold the resized slice as ``image`` and
+the slice at its native resolution as ``label``, so metrics are computed on the original grid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import transforms as T
+from .base import IGNORE_INDEX, SegDataset
+from .registry import register_dataset
+
+CLASS_NAMES = (
+    "background",
+    "aorta",
+    "gallbladder",
+    "left_kidney",
+    "right_kidney",
+    "liver",
+    "pancreas",
+    "spleen",
+    "stomach",
+)
+SPLIT_LISTS = Path(__file__).parent / "splits" / "synapse"
+PREPARE = (
+    "Download the TransUNet preprocessed Synapse data (train_npz/, test_vol_h5/) or convert the raw "
+    "BTCV NIfTI files with `python scripts/prepare_synapse.py RAW_DIR OUT_DIR`, then set data.root."
+)
+
+
+def _read_list(path: Path) -> list[str]:
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not names:
+        raise ValueError(f"split list {path} is empty")
+    return names
+
+
+class SynapseDataset(SegDataset):
+    """Slices of the TransUNet Synapse layout (``train``: npz slices; ``test``: h5 volumes)."""
+
+    units = "mm"
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        *,
+        img_size: int = 224,
+        augment: bool | None = None,
+        seed: int = 0,
+        class_names: tuple[str, ...] = CLASS_NAMES,
+    ) -> None:
+        super().__init__(split, augment=split == "train" if augment is None else augment, seed=seed)
+        self.root, self.size = Path(root), (int(img_size), int(img_size))
+        self.class_names = tuple(class_names)
+        lists = self.root / "lists"
+        sidecar = self.root / "spacing.json"
+        self._spacing = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+        if self._spacing is None:
+            self.units = "voxel"
+        if split == "train":
+            folder = self._folder("train_npz")
+            if (lists / "train.txt").is_file():
+                self.files = [folder / f"{n}.npz" for n in _read_list(lists / "train.txt")]
+                self._check_files(self.files, lists / "train.txt")
+            else:
+                cases = _read_list(SPLIT_LISTS / "train_cases.txt")
+                self.files = sorted(f for c in cases for f in folder.glob(f"{c}_slice*.npz"))
+                if not self.files:
+                    raise FileNotFoundError(f"no {folder}/caseXXXX_sliceYYY.npz slices of the cases {cases}")
+            self.slices = [(i, 0) for i in range(len(self.files))]
+        else:
+            folder = self._folder("test_vol_h5")
+            listing = lists / "test_vol.txt"
+            listing = listing if listing.is_file() else SPLIT_LISTS / "test_vol.txt"
+            self.files = [folder / f"{n}.npy.h5" for n in _read_list(listing)]
+            self._check_files(self.files, listing)
+            self.slices = []
+            for i, f in enumerate(self.files):
+                with self._open(f) as h5:
+                    img, lab = h5["image"], h5["label"]
+                    if img.shape != lab.shape or img.ndim != 3:
+                        raise ValueError(
+                            f"{f}: image {img.shape} and label {lab.shape} must be equal [D,H,W] volumes"
+                        )
+                    self.slices += [(i, z) for z in range(img.shape[0])]
+        self._h5: dict[int, h5py.File] = {}
+
+    def _folder(self, name: str) -> Path:
+        folder = self.root / name
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"Synapse layout: expected folder {folder} (TransUNet layout: train_npz/, test_vol_h5/). "
+                + PREPARE
+            )
+        return folder
+
+    @staticmethod
+    def _check_files(files: list[Path], listing: Path) -> None:
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise FileNotFoundError(f"{listing} names files missing under {files[0].parent}: {shown}")
+
+    @staticmethod
+    def _open(path: Path) -> h5py.File:
+        try:
+            return h5py.File(path, "r")
+        except OSError as e:
+            raise OSError(f"cannot read HDF5 volume {path}: {e}") from e
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def case_of(self, idx: int) -> str:
+        return self.files[self.slices[idx][0]].name.split(".")[0].split("_slice")[0]
+
+    def spacing(self, case: str) -> tuple[float, ...] | None:
+        if self._spacing is None:
+            return None
+        if case not in self._spacing:
+            raise KeyError(f"{self.root / 'spacing.json'} has no entry for {case}")
+        return tuple(float(s) for s in self._spacing[case])
+
+    def load(self, idx: int) -> dict[str, Any]:
+        fi, z = self.slices[idx]
+        path = self.files[fi]
+        if self.split == "train":
+            try:
+                with np.load(path) as npz:
+                    image, label = npz["image"], npz["label"]
+            except (OSError, ValueError, KeyError) as e:
+                raise OSError(f"cannot read slice {path} (need keys 'image' and 'label'): {e}") from e
+        else:
+            h5 = self._h5.get(fi)
+            if h5 is None:  # opened lazily, per worker process
+                h5 = self._h5[fi] = self._open(path)
+            image, label = h5["image"][z], h5["label"][z]
+        label = np.asarray(label).astype(np.int64)
+        bad = (label >= self.num_classes) & (label != IGNORE_INDEX) | (label < 0)
+        if bad.any():
+            raise ValueError(
+                f"{path}: label values {sorted(np.unique(label[bad]).tolist())} are outside the "
+                f"{self.num_classes} classes {self.class_names}"
+            )
+        return {
+            "image": np.asarray(image, dtype=np.float32)[None],
+            "label": label,
+            "case": self.case_of(idx),
+            "index": z,
+        }
+
+    def augment(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image, label = sample["image"], sample["label"]
+        if rng.random() > 0.5:
+            image, label = T.rot90_flip(image, label, rng)
+        elif rng.random() > 0.5:
+            image, label = T.rotate(image, label, float(rng.uniform(-20, 20)))
+        return {**sample, "image": image, "label": label.astype(np.int64)}
+
+    def finalize(self, sample: dict[str, Any]) -> dict[str, Any]:
+        keep_label = self.split != "train"  # evaluation labels stay at native resolution
+        image, label = T.resize(sample["image"], None if keep_label else sample["label"], self.size)
+        return {**sample, "image": image, "label": sample["label"] if keep_label else label}
+
+    def __getstate__(self) -> dict[str, Any]:  # h5py handles do not pickle into workers
+        return {**self.__dict__, "_h5": {}}
+
+
+@register_dataset(
+    "synapse",
+    reference="Synapse multi-organ CT (BTCV), TransUNet preprocessing and 18/12 split (Chen et al. 2021)",
+    splits=("train", "test"),
+    prepare=PREPARE,
+)
+def synapse(root: Path, split: str, img_size: int = 224, augment: bool | None = None, seed: int = 0):
+    """Synapse multi-organ CT: 8 organs + background, 18 training / 12 test volumes."""
+    return SynapseDataset(root, split, img_size=img_size, augment=augment, seed=seed)
