@@ -28,8 +28,10 @@ class SegDataset(Dataset):
 
     #: names of the classes with train ids 0..num_classes-1
     class_names: tuple[str, ...] = ()
-    #: what HD95 is measured in by default ("mm" for volumes with spacing, else "px")
+    #: what HD95 is measured in: "mm" (spacing known), "voxel" (volume without spacing) or "px"
     units: str = "px"
+    #: items are slices of 3D cases, scored as reassembled volumes
+    volumetric: bool = False
 
     def __init__(self, split: str, *, augment: bool = False, seed: int = 0) -> None:
         self.split = split

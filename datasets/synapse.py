@@ -56,6 +56,7 @@ class SynapseDataset(SegDataset):
     """Slices of the TransUNet Synapse layout (``train``: npz slices; ``test``: h5 volumes)."""
 
     units = "mm"
+    volumetric = True
 
     def __init__(
         self,

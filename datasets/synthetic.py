@@ -148,14 +148,12 @@ def synthetic(
     img_size: int = 64,
     augment: bool | None = None,
     seed: int = 0,
-    train_cases: int = 8,
-    test_cases: int = 4,
-    depth: int = 24,
-    size: int = 64,
-    data_seed: int = 0,
+    generator: dict | None = None,
 ):
-    """Synthetic CT-like volumes with 8 organs of very different sizes, generated on first use."""
-    write_synthetic_synapse(
-        root, train_cases=train_cases, test_cases=test_cases, depth=depth, size=size, seed=data_seed
-    )
+    """Synthetic CT-like volumes with 8 organs of very different sizes, generated on first use.
+
+    ``generator`` holds the keyword arguments of :func:`write_synthetic_synapse` (cases, depth,
+    size, seed); pass the same for every split of one ``root``.
+    """
+    write_synthetic_synapse(root, **(generator or {}))
     return SynapseDataset(root, split, img_size=img_size, augment=augment, seed=seed)

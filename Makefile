@@ -1,0 +1,31 @@
+# segloss-bench: `make demo` (main job on the embedded synthetic data) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint bench clean-demo
+
+# Creates .venv if missing and installs the project with the test extras, pinned by constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+# A small loss sweep (ce, dice, focal) on CPU, then the survey-style table in results/demo/.
+# Completed runs are skipped when re-run (outputs/demo); `make clean-demo` starts afresh.
+demo: $(STAMP)
+	$(BIN)/python -m bench -m +experiment=demo '+loss=ce,dice,focal'
+	$(BIN)/python -m bench.aggregate outputs/demo --out results/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean-demo:
+	rm -rf outputs/demo

@@ -1,0 +1,67 @@
+"""``python -m bench +loss=<loss> +data=<dataset> [overrides]`` — one run, or a sweep with ``-m``."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .naming import register_resolvers
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+APPENDED = ("loss", "data")
+
+
+def usage() -> str:
+    import datasets
+    import losses
+
+    return (
+        "Choose a loss and a dataset:  python -m bench +loss=<loss> +data=<dataset> [key=value ...]\n"
+        "  sweep:  python -m bench -m +loss=ce,dice,focal +data=synthetic seed=0,1,2\n"
+        f"losses:   {' '.join(losses.list_losses())}\n"
+        f"datasets: {' '.join(datasets.list_datasets())}\n"
+        "models:   "
+        + " ".join(sorted(p.stem for p in (Path(CONF) / "model").glob("*.yaml")))
+        + "  (model=<name>)"
+    )
+
+
+def check_argv(argv: list[str]) -> str | None:
+    """A message for ``loss=...``/``data=...`` written without the ``+`` (Hydra's error is obscure)."""
+    for arg in argv:
+        m = re.fullmatch(r"(loss|data)=(.*)", arg)
+        if m:
+            return (
+                f"`{arg}`: write `+{arg}` — '{m[1]}' is chosen by appending it to the config.\n\n" + usage()
+            )
+    return None
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    missing = [g for g in APPENDED if g not in cfg]
+    if missing:
+        print(f"missing: {', '.join('+' + g + '=...' for g in missing)}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    from .run import run
+
+    hc = HydraConfig.get()
+    return run(cfg, Path(hc.runtime.output_dir), Path(hc.runtime.output_dir).name)
+
+
+def cli() -> None:
+    message = check_argv(sys.argv[1:])
+    if message:
+        print(message, file=sys.stderr)
+        sys.exit(2)
+    register_resolvers()
+    main()
+
+
+if __name__ == "__main__":
+    cli()

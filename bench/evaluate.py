@@ -1,0 +1,139 @@
+"""Evaluation: predict the test split, reassemble cases, score them with a named protocol.
+
+Slices of one case arrive contiguously (the dataset contract); logits are resized to the label's
+native resolution before the argmax. The dataset-level confusion matrix is accumulated on the
+device; per-case metrics (DSC, IoU, HD95 with the case's spacing) are computed on the CPU by
+``bench.protocols.score_case``, in worker processes when ``workers > 0``, while the GPU keeps
+predicting the next cases.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from datasets import IGNORE_INDEX, SegDataset
+
+from . import protocols
+from .metrics import confusion_matrix
+
+
+class _Inline(Executor):
+    """Runs submitted calls immediately (``workers=0``)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        fut: Future = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def resolve_workers(workers: int | str) -> int:
+    if workers == "auto":
+        return min(len(os.sched_getaffinity(0)), 8)
+    return int(workers)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: SegDataset,
+    *,
+    protocol: str,
+    eval_classes: Sequence[int] | None,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int = 0,
+    amp: bool = True,
+    channels_last: bool = True,
+    workers: int | str = 0,
+    connectivity: int = 1,
+) -> dict[str, Any]:
+    """Score ``model`` on ``dataset``; returns the metrics block of the run record."""
+    if protocol not in protocols.PROTOCOLS:
+        raise ValueError(f"data.protocol={protocol!r} is not one of {protocols.PROTOCOLS}")
+    if len(dataset) == 0:
+        raise ValueError(f"the evaluation split {dataset.split!r} is empty")
+    num_classes = dataset.num_classes
+    classes = list(range(num_classes)) if eval_classes is None else [int(c) for c in eval_classes]
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    n = resolve_workers(workers)
+    pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) if n > 0 else _Inline()
+    futures: list[tuple[str, Future]] = []
+    current: str | None = None
+    slices: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        if current is None:
+            return
+        slices.sort(key=lambda s: s[0])
+        pred = np.stack([s[1] for s in slices])
+        gt = np.stack([s[2] for s in slices])
+        if not dataset.volumetric:
+            pred, gt = pred[0], gt[0]
+        spacing = dataset.spacing(current)
+        futures.append(
+            (
+                current,
+                pool.submit(
+                    protocols.score_case,
+                    protocol,
+                    pred,
+                    gt,
+                    classes=classes,
+                    spacing=spacing,
+                    connectivity=connectivity,
+                ),
+            )
+        )
+
+    try:
+        for batch in loader:
+            image = batch["image"].to(device, non_blocking=True)
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            label = batch["label"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+                logits = model(image)["logits"]
+            if logits.shape[-2:] != label.shape[-2:]:
+                logits = F.interpolate(
+                    logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
+                )
+            pred = logits.argmax(1)
+            cm += confusion_matrix(pred, label, num_classes, ignore_index=IGNORE_INDEX)
+            pred_np = pred.to(torch.uint8).cpu().numpy()
+            label_np = label.cpu().numpy()
+            for case, index, p, g in zip(
+                batch["case"], batch["index"].tolist(), pred_np, label_np, strict=True
+            ):
+                if case != current:
+                    flush()
+                    current, slices = case, []
+                slices.append((index, p, g))
+        flush()
+        rows = []
+        for case, fut in futures:
+            rows += [{"case": case, **row} for row in fut.result()]
+    finally:
+        pool.shutdown(cancel_futures=True)
+        model.train(was_training)
+    return protocols.summarize(
+        protocol, rows, class_names=list(dataset.class_names), units=dataset.units, confusion=cm.cpu().numpy()
+    )

@@ -1,0 +1,119 @@
+"""Experiment loggers: ``none`` and Weights & Biases (``logger=wandb``).
+
+W&B mode follows ``WANDB_MODE``; when it is unset and no credentials are found (``WANDB_API_KEY``
+or a netrc entry), the run is logged offline with a one-line notice instead of a prompt, and an
+unreachable server also falls back to offline — a logging outage never kills a run. The W&B run id
+is derived from the run directory, so a resumed run continues the same W&B run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import netrc
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class NullLogger:
+    """Logs nothing remotely (the run record is written regardless)."""
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def finish(self, metrics: dict[str, Any] | None) -> None:
+        pass
+
+
+def _has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+class WandbLogger:
+    """Config, training curves, periodic and final metrics (with a per-class table) to W&B."""
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        entity: str | None,
+        group: str | None,
+        job_type: str,
+        tags: list[str],
+        run_dir: Path,
+        name: str,
+        config: dict[str, Any],
+    ) -> None:
+        import wandb
+
+        self.wandb = wandb
+        mode = os.environ.get("WANDB_MODE")
+        if mode is None and not _has_credentials():
+            print(
+                "wandb: no credentials found, logging offline (sync later with `wandb sync`)", file=sys.stderr
+            )
+            mode = "offline"
+        kwargs = dict(
+            project=project,
+            entity=entity,
+            group=group,
+            job_type=job_type,
+            tags=list(tags or []),
+            name=name,
+            id=hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16],
+            resume="allow",
+            dir=str(run_dir),
+            config=config,
+        )
+        try:
+            self.run = wandb.init(mode=mode, **kwargs)
+        except Exception as e:  # server unreachable, bad key...: keep the run alive
+            if mode == "offline":
+                raise
+            print(f"wandb: init failed ({type(e).__name__}: {e}); logging offline instead", file=sys.stderr)
+            self.run = wandb.init(mode="offline", **kwargs)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.run.log(values, step=step)
+
+    def finish(self, metrics: dict[str, Any] | None) -> None:
+        if metrics:
+            for key in ("dsc", "iou", "hd95"):
+                self.run.summary[f"test/{key}"] = metrics["mean"].get(key)
+            rows = [
+                [name, m.get("dsc"), m.get("iou"), m.get("hd95")] for name, m in metrics["per_class"].items()
+            ]
+            for name, m in metrics["per_class"].items():
+                for key in ("dsc", "iou", "hd95"):
+                    self.run.summary[f"test/{key}/{name}"] = m.get(key)
+            self.run.log(
+                {"test/per_class": self.wandb.Table(columns=["class", "dsc", "iou", "hd95"], data=rows)}
+            )
+        self.run.finish()
+
+
+def make_logger(cfg: dict[str, Any], *, run_dir: Path, name: str, config: dict[str, Any]):
+    """The logger named by ``cfg['name']`` (``none`` | ``wandb``)."""
+    kind = cfg.get("name", "none")
+    if kind == "none":
+        return NullLogger()
+    if kind == "wandb":
+        return WandbLogger(
+            project=cfg.get("project", "segloss-bench"),
+            entity=cfg.get("entity"),
+            group=cfg.get("group"),
+            job_type=cfg.get("job_type", "train"),
+            tags=cfg.get("tags") or [],
+            run_dir=run_dir,
+            name=name,
+            config=config,
+        )
+    raise ValueError(f"logger.name={kind!r} is not one of: none, wandb")

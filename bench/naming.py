@@ -1,0 +1,44 @@
+"""Run directories named by their overrides, so a re-launched sweep finds its own runs.
+
+``run_name(["+loss=focal", "+data=synthetic", "seed=0"])`` → ``"data=synthetic,loss=focal,seed=0"``:
+sorted, without ``+``/``~``/``++`` prefixes, without keys that do not change the result (logging,
+paths, resume/force flags), ``/`` replaced by ``-``. Long names keep a readable prefix plus a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+from omegaconf import OmegaConf
+
+#: override keys (and key prefixes before a dot) that do not change what a run computes
+NON_IDENTITY = ("name", "tags", "logger", "paths", "resume", "force", "hydra", "trainer.progress_bar")
+MAX_LEN = 120
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def run_name(overrides: Iterable[str]) -> str:
+    """Deterministic directory name of a run from its Hydra task overrides."""
+    kept = sorted(
+        o.lstrip("+~")
+        for o in overrides
+        if not any(_key(o) == k or _key(o).startswith(k + ".") for k in NON_IDENTITY)
+    )
+    name = ",".join(kept) or "default"
+    name = re.sub(r"[/\\\s]+", "-", name)
+    name = re.sub(r"[^\w.,=+\-\[\]:@]", "_", name)
+    if len(name) > MAX_LEN:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_LEN - 11]}~{digest}"
+    return name
+
+
+def register_resolvers() -> None:
+    """Register ``${run_name:...}`` for Hydra's run/sweep dirs (idempotent)."""
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", lambda overrides: run_name(list(overrides)))

@@ -1,0 +1,160 @@
+"""One run: build model, loss and data from the config, then train → evaluate → record.
+
+The run directory is Hydra's output dir, named by the run's overrides (``bench.naming``). A run
+whose record says ``completed`` is skipped unless ``force=true``; an interrupted one resumes from
+``checkpoints/last.pt`` (``resume=true``). Every outcome — completed, failed (with the error, and
+for a NaN loss the step), interrupted — is written to ``record.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import datasets
+import losses
+
+from .evaluate import evaluate
+from .logger import make_logger
+from .model import build_model
+from .record import RECORD, git_commit, now, read_record, redact, versions, write_json_atomic
+from .train import Interrupted, NonFiniteLoss, Trainer, seed_everything
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"trainer.device={name!r} but CUDA is not available; use trainer.device=auto or cpu"
+        )
+    return device
+
+
+def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
+    """Execute the run described by ``cfg`` in ``run_dir``; returns its final record."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_record(run_dir)
+    if previous and previous.get("status") == "completed" and not cfg.force:
+        print(f"[bench] {run_name}: already completed in {run_dir}; skipping (force=true re-runs it)")
+        return previous
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    record: dict[str, Any] = {
+        "status": "running",
+        "name": run_name,
+        "loss": cfg.loss.name,
+        "data": cfg.data.name,
+        "model": cfg.model.name,
+        "seed": int(cfg.seed),
+        "config": config,
+        "metrics": None,
+        "history": None,
+        "timings": {},
+        "versions": versions(),
+        "commit": git_commit(cfg.paths.root),
+        "created": (previous or {}).get("created", now()),
+        "updated": now(),
+        "run_dir": str(run_dir),
+    }
+    write_json_atomic(run_dir / RECORD, record)
+    logger = None
+    t_start = time.perf_counter()
+    try:
+        seed_everything(int(cfg.seed))
+        device = resolve_device(cfg.trainer.device)
+        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+        train_set = datasets.build(cfg.data.name, root=cfg.data.root, seed=int(cfg.seed), **data_cfg["train"])
+        test_set = datasets.build(cfg.data.name, root=cfg.data.root, **data_cfg["test"])
+        if train_set.num_classes != cfg.data.num_classes:
+            raise ValueError(
+                f"data.num_classes={cfg.data.num_classes} but dataset {cfg.data.name!r} has "
+                f"{train_set.num_classes} classes {train_set.class_names}"
+            )
+        info = losses.loss_info(cfg.loss.name)
+        loss_fn = losses.create_loss(
+            cfg.loss.name,
+            num_classes=cfg.data.num_classes,
+            **OmegaConf.to_container(cfg.loss.params, resolve=True),
+        )
+        model = build_model(
+            cfg.model.arch,
+            cfg.model.encoder_name,
+            cfg.model.encoder_weights,
+            in_channels=cfg.data.in_channels,
+            num_classes=cfg.data.num_classes,
+            aux_channels=info.num_aux_channels(cfg.data.num_classes),
+            with_features="features" in info.inputs,
+            kwargs=OmegaConf.to_container(cfg.model.kwargs, resolve=True),
+        )
+        logger = make_logger(
+            OmegaConf.to_container(cfg.logger, resolve=True), run_dir=run_dir, name=run_name, config=config
+        )
+        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+
+        def score(m: torch.nn.Module) -> dict[str, Any]:
+            return evaluate(
+                m,
+                test_set,
+                protocol=cfg.data.protocol,
+                eval_classes=data_cfg.get("eval_classes"),
+                device=device,
+                batch_size=int(cfg.data.eval_batch_size),
+                num_workers=int(cfg.data.num_workers),
+                amp=bool(cfg.trainer.amp),
+                channels_last=bool(cfg.trainer.channels_last),
+                workers=trainer_cfg.get("eval_workers", 0),
+            )
+
+        trainer = Trainer(
+            trainer_cfg,
+            model=model,
+            loss_fn=loss_fn,
+            loss_name=cfg.loss.name,
+            loss_inputs=info.inputs,
+            train_set=train_set,
+            device=device,
+            seed=int(cfg.seed),
+            ckpt_dir=run_dir / "checkpoints",
+            num_workers=int(cfg.data.num_workers),
+            evaluate=score,
+            log=logger.log,
+        )
+        if cfg.resume and trainer.resume():
+            print(f"[bench] {run_name}: resumed at step {trainer.step}")
+        t_train = time.perf_counter()
+        trainer.fit()
+        t_eval = time.perf_counter()
+        metrics = score(trainer.model)
+        record.update(
+            status="completed",
+            metrics=metrics,
+            history=trainer.history,
+            timings={
+                "train_s": t_eval - t_train,
+                "eval_s": time.perf_counter() - t_eval,
+                "total_s": time.perf_counter() - t_start,
+                "steps": trainer.step,
+            },
+            updated=now(),
+        )
+        write_json_atomic(run_dir / RECORD, record)
+        logger.finish(metrics)
+        return record
+    except BaseException as e:
+        if isinstance(e, Interrupted):
+            record.update(status="interrupted", error=str(e))
+        else:
+            record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            if isinstance(e, NonFiniteLoss):
+                record["failed_step"] = e.step
+        record.update(updated=now(), timings={"total_s": time.perf_counter() - t_start})
+        write_json_atomic(run_dir / RECORD, record)
+        if logger is not None:
+            logger.finish(None)
+        raise

@@ -1,0 +1,345 @@
+"""The training loop: step-based, AMP bf16 + channels_last on CUDA, no host syncs between log steps.
+
+Exact resume: the data order is a pure function of ``(seed, draw position)`` (:class:`DrawSampler`)
+and each draw's augmentation is seeded by its draw number (``datasets.base``), so restoring the
+step, model, optimiser, scheduler, loss parameters and RNG states from the checkpoint continues the
+run exactly as if it had not stopped. Checkpoints are written atomically every ``ckpt_every`` steps,
+at the end, and when SIGTERM/SIGUSR1 (SLURM's warning signal) arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf; ``step`` is the first offending step."""
+
+    def __init__(self, step: int, loss_name: str) -> None:
+        super().__init__(f"loss {loss_name!r} became non-finite (NaN/inf) at step {step}")
+        self.step = step
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM/SIGUSR1 arrived; a checkpoint was written at ``step``."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signal.Signals(signum).name} at step {step}; resumable")
+        self.step = step
+
+
+class DrawSampler(Sampler[int]):
+    """Endless, numbered sample draws: epoch ``e`` visits ``randperm_e(n)`` and yields ``e*n + i``.
+
+    The permutation of epoch ``e`` is seeded by ``(seed, e)``; the stream starts at draw position
+    ``start`` and, under DDP, rank ``r`` of ``world`` takes the positions ``p ≡ r (mod world)``.
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
+        if n == 0:
+            raise ValueError("the training split is empty")
+        self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        pos = self.start + (self.rank - self.start) % self.world
+        epoch, perm = -1, None
+        while True:
+            e, k = divmod(pos, self.n)
+            if e != epoch:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
+                epoch, perm = e, torch.randperm(self.n, generator=gen).tolist()
+            yield e * self.n + perm[k]
+            pos += self.world
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    name = cfg["name"]
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), weight_decay=cfg.get("weight_decay", 0.0)
+        )
+    raise ValueError(f"trainer.optimizer.name={name!r} is not one of: adamw, sgd")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], max_steps: int):
+    """``poly``: lr·(1 − t/T)^power (TransUNet, mmseg); ``onecycle``: PyTorch's OneCycleLR
+    (the survey authors' code); ``constant``. Optional linear warm-up for poly/constant."""
+    name, warm = cfg["name"], int(cfg.get("warmup_steps", 0))
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=max_steps
+        )
+    if name not in ("poly", "constant"):
+        raise ValueError(f"trainer.scheduler.name={name!r} is not one of: poly, onecycle, constant")
+    power = float(cfg.get("power", 0.9)) if name == "poly" else 0.0
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warm) if warm else 1.0
+        return ramp * max(0.0, 1 - step / max_steps) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2])},
+        "python": list(random.getstate()[1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy"]["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy"]["pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic write (temp file + rename); the previous file is kept as ``<name>.prev``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, path.with_name(path.name + ".prev"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """Load ``path`` (``weights_only=True``); fall back to ``<name>.prev`` if it is corrupt."""
+    for candidate in (path, path.with_name(path.name + ".prev")):
+        if candidate.exists():
+            try:
+                return torch.load(candidate, map_location="cpu", weights_only=True)
+            except Exception as e:  # truncated or corrupt: try the previous one
+                print(
+                    f"checkpoint {candidate} is unreadable ({type(e).__name__}: {e}); trying the previous one"
+                )
+    return None
+
+
+class Trainer:
+    """Fits ``model`` with ``loss_fn`` on ``train_set`` for ``cfg['max_steps']`` steps."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        *,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        loss_name: str,
+        loss_inputs: tuple[str, ...],
+        train_set: Dataset,
+        device: torch.device,
+        seed: int,
+        ckpt_dir: Path,
+        num_workers: int = 0,
+        evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
+        log: Callable[[dict[str, float], int], None] = lambda values, step: None,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.cfg, self.device, self.seed = cfg, device, seed
+        self.max_steps = int(cfg["max_steps"])
+        self.batch_size = int(cfg["batch_size"])
+        self.loss_fn, self.loss_name, self.loss_inputs = loss_fn.to(device), loss_name, loss_inputs
+        self.train_set, self.num_workers = train_set, num_workers
+        self.evaluate, self.log = evaluate, log
+        self.rank, self.world = rank, world
+        self.ckpt_dir = ckpt_dir
+        self.channels_last = bool(cfg.get("channels_last", True))
+        self.amp = bool(cfg.get("amp", True)) and device.type == "cuda"
+        self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else None)
+        self.forward = torch.compile(self.model) if cfg.get("compile") else self.model
+        params = [p for p in [*self.model.parameters(), *self.loss_fn.parameters()] if p.requires_grad]
+        self.optimizer = make_optimizer(params, cfg["optimizer"])
+        self.scheduler = make_scheduler(self.optimizer, cfg["scheduler"], self.max_steps)
+        self.step, self.best = 0, -math.inf
+        self.history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+        self._signal: int | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "best": self.best,
+            "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step, self.best, self.history = state["step"], state["best"], state["history"]
+
+    def save(self, name: str = "last.pt") -> None:
+        if self.rank == 0:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+
+    def resume(self) -> bool:
+        """Restore ``last.pt`` if present; True when a checkpoint was loaded."""
+        state = load_checkpoint(self.ckpt_dir / "last.pt")
+        if state is None:
+            return False
+        self.load_state_dict(state)
+        return True
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _loader(self) -> Iterator[dict[str, Any]]:
+        sampler = DrawSampler(
+            len(self.train_set),
+            self.seed,
+            start=self.step * self.batch_size * self.world,
+            rank=self.rank,
+            world=self.world,
+        )
+        loader = DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            prefetch_factor=4 if self.num_workers else None,
+        )
+        return iter(loader)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signal = signum
+
+    @contextlib.contextmanager
+    def _signals(self):
+        handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None]
+        try:
+            previous = {s: signal.signal(s, self._on_signal) for s in handled}
+        except ValueError:  # not the main thread: leave signals alone
+            previous = {}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """One optimisation step; returns the detached loss on the device (no sync)."""
+        image = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        target = batch["label"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.forward(image)
+            ctx = {**out, "progress": self.step / self.max_steps}
+            loss = self.loss_fn(out["logits"], target, **{k: ctx[k] for k in self.loss_inputs})
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.get("grad_clip"):
+            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg["grad_clip"]))
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
+    def fit(self) -> None:
+        """Train from ``self.step`` to ``max_steps`` (evaluating and checkpointing on the way)."""
+        log_every = max(1, int(self.cfg.get("log_every", 20)))
+        eval_every = int(self.cfg.get("eval_every", 0) or 0)
+        ckpt_every = int(self.cfg.get("ckpt_every", 0) or 0)
+        self.model.train()
+        batches = self._loader()
+        total = torch.zeros((), device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        count, t0 = 0, time.perf_counter()
+        bar = None
+        if self.cfg.get("progress_bar", True) and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.max_steps, initial=self.step, desc=self.loss_name, dynamic_ncols=True)
+        with self._signals():
+            while self.step < self.max_steps:
+                loss = self.train_step(next(batches))
+                bad = ~torch.isfinite(loss)
+                first_bad = torch.where(bad & (first_bad < 0), self.step, first_bad)
+                total += torch.where(bad, torch.zeros_like(loss), loss)
+                count += 1
+                self.step += 1
+                last = self.step == self.max_steps
+                if self.step % log_every == 0 or last or self._signal is not None:
+                    if int(first_bad) >= 0:  # host sync, once per log interval
+                        raise NonFiniteLoss(int(first_bad), self.loss_name)
+                    values = {
+                        "train/loss": float(total) / count,
+                        "train/lr": self.optimizer.param_groups[0]["lr"],
+                    }
+                    values["train/steps_per_s"] = count / (time.perf_counter() - t0)
+                    self.history["train"].append({"step": self.step, **values})
+                    self.log(values, self.step)
+                    if bar is not None:
+                        bar.update(count)
+                        bar.set_postfix(loss=f"{values['train/loss']:.4f}")
+                    total.zero_()
+                    count, t0 = 0, time.perf_counter()
+                if self.evaluate is not None and eval_every and self.step % eval_every == 0 and not last:
+                    self._periodic_eval()
+                if self._signal is not None:
+                    self.save()
+                    raise Interrupted(self.step, self._signal)
+                if (ckpt_every and self.step % ckpt_every == 0) or last:
+                    self.save()
+        if bar is not None:
+            bar.close()
+
+    def _periodic_eval(self) -> None:
+        metrics = self.evaluate(self.model)
+        self.model.train()
+        value = metrics["mean"].get(self.cfg.get("monitor", "dsc"))
+        entry = {"step": self.step, **{f"test/{k}": v for k, v in metrics["mean"].items()}}
+        self.history["eval"].append(entry)
+        self.log({k: v for k, v in entry.items() if k != "step"}, self.step)
+        if value is not None and math.isfinite(value) and value > self.best:
+            self.best = value
+            if self.rank == 0:
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                save_checkpoint(
+                    self.ckpt_dir / "best.pt", {"step": self.step, "model": self.model.state_dict()}
+                )
