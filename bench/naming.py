@@ -1,13 +1,15 @@
 """Run directories named by their overrides, so a re-launched sweep finds its own runs.
 
 ``run_name(["+loss=focal", "+data=synthetic", "seed=0"])`` → ``"data=synthetic,loss=focal,seed=0"``:
-sorted, without ``+``/``~``/``++`` prefixes, without keys that do not change the result (logging,
-paths, resume/force flags), ``/`` replaced by ``-``. Long names keep a readable prefix plus a hash.
+the main choices first (experiment, data, model, loss, seed), then the other overrides sorted;
+without ``+``/``~``/``++`` prefixes and keys that do not change the result (logging, paths,
+resume/force flags); ``/`` replaced by ``-``. Long names keep a readable prefix plus a hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 
@@ -16,6 +18,7 @@ from omegaconf import OmegaConf
 #: override keys (and key prefixes before a dot) that do not change what a run computes
 NON_IDENTITY = ("name", "tags", "logger", "paths", "resume", "force", "hydra", "trainer.progress_bar")
 MAX_LEN = 120
+FIRST = ("experiment", "data", "model", "loss", "seed")
 
 
 def _key(override: str) -> str:
@@ -25,9 +28,12 @@ def _key(override: str) -> str:
 def run_name(overrides: Iterable[str]) -> str:
     """Deterministic directory name of a run from its Hydra task overrides."""
     kept = sorted(
-        o.lstrip("+~")
-        for o in overrides
-        if not any(_key(o) == k or _key(o).startswith(k + ".") for k in NON_IDENTITY)
+        (
+            o.lstrip("+~")
+            for o in overrides
+            if not any(_key(o) == k or _key(o).startswith(k + ".") for k in NON_IDENTITY)
+        ),
+        key=lambda o: (FIRST.index(_key(o)) if _key(o) in FIRST else len(FIRST), o),
     )
     name = ",".join(kept) or "default"
     name = re.sub(r"[/\\\s]+", "-", name)
@@ -39,6 +45,8 @@ def run_name(overrides: Iterable[str]) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``${run_name:...}`` for Hydra's run/sweep dirs (idempotent)."""
+    """Register ``${run_name:...}`` (run/sweep dirs) and ``${cwd:}`` (the launch folder); idempotent."""
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", lambda overrides: run_name(list(overrides)))
+    if not OmegaConf.has_resolver("cwd"):
+        OmegaConf.register_new_resolver("cwd", os.getcwd)

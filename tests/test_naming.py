@@ -1,8 +1,9 @@
 from bench.naming import MAX_LEN, run_name
 
 
-def test_run_name_is_sorted_and_strips_prefixes():
+def test_run_name_puts_main_choices_first_and_strips_prefixes():
     assert run_name(["seed=0", "+loss=focal", "+data=synthetic"]) == "data=synthetic,loss=focal,seed=0"
+    assert run_name(["a.b=1", "+loss=ce", "+experiment=demo"]) == "experiment=demo,loss=ce,a.b=1"
 
 
 def test_run_name_ignores_keys_that_do_not_change_results():

@@ -1,0 +1,74 @@
+"""The command line as users type it (subprocesses of `python -m bench`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def bench(*args: str, tmp: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = {
+        **os.environ,
+        "SEGLOSS_OUTPUT": str(tmp / "out"),
+        "SEGLOSS_DATA": str(tmp / "data"),
+        "HF_HUB_OFFLINE": "1",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def records(folder: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in folder.rglob("record.json")}
+
+
+def test_no_loss_or_data_lists_the_choices_and_fails(tmp_path):
+    res = bench(tmp=tmp_path)
+    assert res.returncode == 2
+    assert "missing: +loss=..., +data=..." in res.stderr
+    assert "focal" in res.stderr and "synthetic" in res.stderr and "unet_r34" in res.stderr
+
+
+def test_plain_group_override_explains_the_plus(tmp_path):
+    res = bench("loss=focal", "+data=synthetic", tmp=tmp_path)
+    assert res.returncode == 2
+    assert "write `+loss=focal`" in res.stderr
+
+
+def test_single_run_writes_a_completed_record(tmp_path):
+    res = bench("+loss=focal", "+data=synthetic", *TINY, tmp=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (name, rec), *_ = records(tmp_path / "out" / "default").items()
+    assert name.startswith("data=synthetic,loss=focal,")
+    assert rec["status"] == "completed" and rec["loss"] == "focal" and rec["data"] == "synthetic"
+
+
+def test_multirun_sweeps_losses_and_seeds_and_relaunch_skips_them(tmp_path):
+    args = ("-m", "+loss=ce,dice", "+data=synthetic", "seed=0,1", *TINY, "trainer.max_steps=2")
+    res = bench(*args, tmp=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    recs = records(tmp_path / "out" / "default")
+    assert len(recs) == 4 and {(r["loss"], r["seed"]) for r in recs.values()} == {
+        ("ce", 0),
+        ("ce", 1),
+        ("dice", 0),
+        ("dice", 1),
+    }
+    assert all(r["status"] == "completed" for r in recs.values())
+    again = bench(*args, tmp=tmp_path)
+    assert again.returncode == 0
+    assert (again.stdout + again.stderr).count("already completed") == 4
