@@ -1,0 +1,146 @@
+"""Training-loop mechanics: numbered draws, schedules, checkpoints, exact resume, NaN detection."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from bench.train import (
+    DrawSampler,
+    Interrupted,
+    NonFiniteLoss,
+    Trainer,
+    load_checkpoint,
+    make_scheduler,
+    save_checkpoint,
+)
+from datasets.synthetic import synthetic
+
+CFG = {
+    "max_steps": 8,
+    "batch_size": 4,
+    "optimizer": {"name": "adamw", "lr": 1e-2, "weight_decay": 1e-4},
+    "scheduler": {"name": "poly", "power": 0.9},
+    "log_every": 2,
+    "ckpt_every": 100,
+    "channels_last": True,
+    "progress_bar": False,
+}
+GEN = {"train_cases": 2, "test_cases": 1, "depth": 4, "size": 16, "seed": 0}
+
+
+def take(it, n):
+    return list(itertools.islice(it, n))
+
+
+def test_draws_are_a_seeded_permutation_per_epoch():
+    draws = take(iter(DrawSampler(5, seed=1)), 10)
+    assert sorted(d % 5 for d in draws[:5]) == list(range(5)) and all(d < 5 for d in draws[:5])
+    assert all(5 <= d < 10 for d in draws[5:])
+    assert draws == take(iter(DrawSampler(5, seed=1)), 10)
+    assert draws != take(iter(DrawSampler(5, seed=2)), 10)
+
+
+def test_draw_stream_resumes_at_any_position_and_shards_across_ranks():
+    full = take(iter(DrawSampler(7, seed=0)), 30)
+    assert take(iter(DrawSampler(7, seed=0, start=12)), 18) == full[12:]
+    ranks = [take(iter(DrawSampler(7, seed=0, start=12, rank=r, world=3)), 6) for r in range(3)]
+    assert [d for step in zip(*ranks, strict=True) for d in step] == full[12:30]
+
+
+def test_empty_training_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="training split is empty"):
+        DrawSampler(0, seed=0)
+
+
+def test_poly_schedule_decays_to_zero():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt, {"name": "poly", "power": 0.9}, max_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 1.0 and lrs == sorted(lrs, reverse=True)
+    assert lrs[5] == pytest.approx(0.5**0.9)
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1})
+    save_checkpoint(path, {"step": 2})
+    assert load_checkpoint(path)["step"] == 2
+    path.write_bytes(path.read_bytes()[:20])  # truncated mid-write by a crash
+    assert load_checkpoint(path)["step"] == 1
+    assert not list(tmp_path.glob(".last.pt.*"))  # no temp files left behind
+
+
+def make_trainer(tmp_path, data_root, loss_fn=None, **cfg):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 9, 3, padding=1))
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return {"logits": self.net(x)}
+
+    train = synthetic(data_root / "tiny16", "train", img_size=16, generator=GEN, seed=3)
+    return Trainer(
+        {**CFG, **cfg},
+        model=Wrap(),
+        loss_fn=loss_fn or nn.CrossEntropyLoss(ignore_index=255),
+        loss_name="ce",
+        loss_inputs=(),
+        train_set=train,
+        device=torch.device("cpu"),
+        seed=3,
+        ckpt_dir=tmp_path / "ckpt",
+    )
+
+
+def test_interrupted_then_resumed_training_equals_uninterrupted(tmp_path, data_root):
+    straight = make_trainer(tmp_path / "a", data_root)
+    straight.fit()
+
+    first = make_trainer(tmp_path / "b", data_root)
+    first.log = lambda values, step: step == 4 and setattr(first, "_signal", signal.SIGTERM)
+    with pytest.raises(Interrupted, match="SIGTERM at step 4"):
+        first.fit()
+    second = make_trainer(tmp_path / "b", data_root)
+    assert second.resume() and second.step == 4
+    second.fit()
+
+    for p, q in zip(straight.model.parameters(), second.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert [h["train/loss"] for h in second.history["train"]] == [
+        h["train/loss"] for h in straight.history["train"]
+    ]
+
+
+def test_sigterm_is_caught_and_checkpointed(tmp_path, data_root):
+    trainer = make_trainer(tmp_path, data_root, max_steps=50)
+    trainer.log = lambda values, step: step == 2 and signal.raise_signal(signal.SIGTERM)
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["step"] == 2
+
+
+def test_nan_loss_fails_with_the_first_bad_step(tmp_path, data_root):
+    class NaNAfter(nn.Module):
+        calls = 0
+
+        def forward(self, logits, target):
+            NaNAfter.calls += 1
+            scale = float("nan") if NaNAfter.calls == 3 else 1.0
+            return nn.functional.cross_entropy(logits, target, ignore_index=255) * scale
+
+    trainer = make_trainer(tmp_path, data_root, loss_fn=NaNAfter(), log_every=4)
+    with pytest.raises(NonFiniteLoss, match="at step 2"):
+        trainer.fit()
