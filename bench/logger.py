@@ -32,7 +32,7 @@ def _has_credentials() -> bool:
         return True
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None  # NETRC as in wandb
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
 
