@@ -68,6 +68,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
     try:
         seed_everything(int(cfg.seed))
         device = resolve_device(cfg.trainer.device)
+        if cfg.trainer.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
         data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
         train_set = datasets.build(cfg.data.name, root=cfg.data.root, seed=int(cfg.seed), **data_cfg["train"])
         test_set = datasets.build(cfg.data.name, root=cfg.data.root, **data_cfg["test"])
