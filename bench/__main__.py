@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .naming import register_resolvers
@@ -49,9 +51,18 @@ def main(cfg: DictConfig) -> dict | None:
         print(f"missing: {', '.join('+' + g + '=...' for g in missing)}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     from .run import run
+    from .train import Interrupted
 
     hc = HydraConfig.get()
-    return run(cfg, Path(hc.runtime.output_dir), Path(hc.runtime.output_dir).name)
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        return run(cfg, run_dir, run_dir.name)
+    except Exception as e:
+        if hc.mode != RunMode.MULTIRUN or isinstance(e, Interrupted):
+            raise
+        # fault isolation: the failure is in the run's record; the sweep goes on (summary at the end)
+        traceback.print_exc()
+        return None
 
 
 def cli() -> None:

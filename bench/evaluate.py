@@ -19,11 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from datasets import IGNORE_INDEX, SegDataset
 
 from . import protocols
+from .distributed import all_reduce_sum, gather_lists
 from .metrics import confusion_matrix
 
 
@@ -34,6 +35,17 @@ class _Inline(Executor):
         fut: Future = Future()
         fut.set_result(fn(*args, **kwargs))
         return fut
+
+
+def shard(dataset: SegDataset, rank: int, world: int) -> list[int]:
+    """Indices of the cases that rank ``rank`` of ``world`` evaluates (whole cases, round-robin)."""
+    if world == 1:
+        return list(range(len(dataset)))
+    if not dataset.volumetric:
+        return list(range(rank, len(dataset), world))
+    number: dict[str, int] = {}
+    keys = [number.setdefault(dataset.case_of(i), len(number)) for i in range(len(dataset))]
+    return [i for i, k in enumerate(keys) if k % world == rank]
 
 
 def resolve_workers(workers: int | str) -> int:
@@ -56,8 +68,13 @@ def evaluate(
     channels_last: bool = True,
     workers: int | str = 0,
     connectivity: int = 1,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, Any]:
-    """Score ``model`` on ``dataset``; returns the metrics block of the run record."""
+    """Score ``model`` on ``dataset``; returns the metrics block of the run record.
+
+    Under DDP each rank predicts its shard of whole cases; the confusion matrix is summed and the
+    per-case rows gathered (in dataset order), so every rank returns the same metrics."""
     if protocol not in protocols.PROTOCOLS:
         raise ValueError(f"data.protocol={protocol!r} is not one of {protocols.PROTOCOLS}")
     if len(dataset) == 0:
@@ -66,8 +83,9 @@ def evaluate(
     classes = list(range(num_classes)) if eval_classes is None else [int(c) for c in eval_classes]
     was_training = model.training
     model.eval()
+    indices = shard(dataset, rank, world)
     loader = DataLoader(
-        dataset,
+        Subset(dataset, indices),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -76,9 +94,11 @@ def evaluate(
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     n = resolve_workers(workers)
     pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) if n > 0 else _Inline()
-    futures: list[tuple[str, Future]] = []
+    futures: list[tuple[int, str, Future]] = []  # (position of the case's first item, case, rows)
     current: str | None = None
     slices: list[tuple[int, np.ndarray, np.ndarray]] = []
+    position = iter(indices)
+    first = 0
 
     def flush() -> None:
         if current is None:
@@ -91,6 +111,7 @@ def evaluate(
         spacing = dataset.spacing(current)
         futures.append(
             (
+                first,
                 current,
                 pool.submit(
                     protocols.score_case,
@@ -123,14 +144,15 @@ def evaluate(
             for case, index, p, g in zip(
                 batch["case"], batch["index"].tolist(), pred_np, label_np, strict=True
             ):
+                pos = next(position)
                 if case != current:
                     flush()
-                    current, slices = case, []
+                    current, slices, first = case, [], pos
                 slices.append((index, p, g))
         flush()
-        rows = []
-        for case, fut in futures:
-            rows += [{"case": case, **row} for row in fut.result()]
+        rows = [(pos, {"case": case, **row}) for pos, case, fut in futures for row in fut.result()]
+        rows = [row for _, row in sorted(gather_lists(rows), key=lambda r: r[0])]
+        all_reduce_sum(cm)
     finally:
         pool.shutdown(cancel_futures=True)
         model.train(was_training)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import segmentation_models_pytorch as smp
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -39,6 +40,26 @@ class SegModel(nn.Module):
         if self.with_features:
             out["features"] = features
         return out
+
+
+def freeze_unused(model: nn.Module, in_channels: int, size: int = 64) -> list[str]:
+    """Freeze parameters that receive no gradient (e.g. encoder stages beyond ``encoder_depth``).
+
+    DDP requires every trainable parameter to take part in the loss; one probe forward/backward on a
+    small random batch finds those that do not. Returns their names. BatchNorm statistics touched by
+    the probe are restored.
+    """
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    out = model(torch.randn(2, in_channels, size, size))
+    sum(o.float().mean() for o in out.values()).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    for n, p in model.named_parameters():
+        p.grad = None
+        if n in unused:
+            p.requires_grad_(False)
+    model.load_state_dict(state)
+    return unused
 
 
 def build_model(

@@ -16,7 +16,17 @@ from collections.abc import Iterable
 from omegaconf import OmegaConf
 
 #: override keys (and key prefixes before a dot) that do not change what a run computes
-NON_IDENTITY = ("name", "tags", "logger", "paths", "resume", "force", "hydra", "trainer.progress_bar")
+NON_IDENTITY = (
+    "name",
+    "tags",
+    "logger",
+    "paths",
+    "resume",
+    "force",
+    "retry_failed",
+    "hydra",
+    "trainer.progress_bar",
+)
 MAX_LEN = 120
 FIRST = ("experiment", "data", "model", "loss", "seed")
 

@@ -1,9 +1,10 @@
 """One run: build model, loss and data from the config, then train → evaluate → record.
 
 The run directory is Hydra's output dir, named by the run's overrides (``bench.naming``). A run
-whose record says ``completed`` is skipped unless ``force=true``; an interrupted one resumes from
-``checkpoints/last.pt`` (``resume=true``). Every outcome — completed, failed (with the error, and
-for a NaN loss the step), interrupted — is written to ``record.json`` atomically.
+whose record says ``completed`` is skipped unless ``force=true``, a ``failed`` one unless
+``retry_failed=true`` (or ``force``); an interrupted one resumes from ``checkpoints/last.pt``
+(``resume=true``). Every outcome — completed, failed (with the error, and for a NaN loss the step),
+interrupted — is written to ``record.json`` atomically, by rank 0 only under torchrun.
 """
 
 from __future__ import annotations
@@ -19,21 +20,28 @@ from omegaconf import DictConfig, OmegaConf
 import datasets
 import losses
 
+from . import distributed
 from .evaluate import evaluate
-from .logger import make_logger
-from .model import build_model
+from .logger import NullLogger, make_logger
+from .model import build_model, freeze_unused
 from .record import RECORD, git_commit, now, read_record, redact, versions, write_json_atomic
 from .train import Interrupted, NonFiniteLoss, Trainer, seed_everything
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"trainer.device={name!r} but CUDA is not available; use trainer.device=auto or cpu"
-        )
+def resolve_device_type(name: str) -> str:
+    return "cuda" if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → CUDA when available; under torchrun each rank takes GPU ``LOCAL_RANK``."""
+    device = torch.device(resolve_device_type(name) if name == "auto" else name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"trainer.device={name!r} but CUDA is not available; use trainer.device=auto or cpu"
+            )
+        device = torch.device("cuda", local_rank if device.index is None else device.index)
+        torch.cuda.set_device(device)
     return device
 
 
@@ -41,9 +49,27 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
     """Execute the run described by ``cfg`` in ``run_dir``; returns its final record."""
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_record(run_dir)
-    if previous and previous.get("status") == "completed" and not cfg.force:
+    status = (previous or {}).get("status")
+    if status == "completed" and not cfg.force:
         print(f"[bench] {run_name}: already completed in {run_dir}; skipping (force=true re-runs it)")
         return previous
+    if status == "failed" and not (cfg.force or cfg.retry_failed):
+        print(
+            f"[bench] {run_name}: failed before ({previous.get('error')}); skipping "
+            "(retry_failed=true re-runs it)"
+        )
+        return previous
+    rank = distributed.setup(resolve_device_type(cfg.trainer.device))
+    try:
+        return _run(cfg, run_dir, run_name, previous, rank)
+    finally:
+        distributed.cleanup()
+
+
+def _run(
+    cfg: DictConfig, run_dir: Path, run_name: str, previous: dict | None, rank: distributed.Dist
+) -> dict[str, Any]:
+    save = write_json_atomic if rank.main else (lambda path, obj: None)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     record: dict[str, Any] = {
         "status": "running",
@@ -62,12 +88,12 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
         "updated": now(),
         "run_dir": str(run_dir),
     }
-    write_json_atomic(run_dir / RECORD, record)
+    save(run_dir / RECORD, record)
     logger = None
     t_start = time.perf_counter()
     try:
         seed_everything(int(cfg.seed))
-        device = resolve_device(cfg.trainer.device)
+        device = resolve_device(cfg.trainer.device, rank.local_rank)
         if cfg.trainer.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
@@ -95,8 +121,19 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
             with_features="features" in info.inputs,
             kwargs=OmegaConf.to_container(cfg.model.kwargs, resolve=True),
         )
-        logger = make_logger(
-            OmegaConf.to_container(cfg.logger, resolve=True), run_dir=run_dir, name=run_name, config=config
+        if rank.enabled:
+            freeze_unused(model, cfg.data.in_channels)
+            if device.type == "cuda":  # batch statistics over all GPUs, as mmseg's SyncBN
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        logger = (
+            make_logger(
+                OmegaConf.to_container(cfg.logger, resolve=True),
+                run_dir=run_dir,
+                name=run_name,
+                config=config,
+            )
+            if rank.main
+            else NullLogger()
         )
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
 
@@ -112,6 +149,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
                 amp=bool(cfg.trainer.amp),
                 channels_last=bool(cfg.trainer.channels_last),
                 workers=trainer_cfg.get("eval_workers", 0),
+                rank=rank.rank,
+                world=rank.world,
             )
 
         trainer = Trainer(
@@ -127,6 +166,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
             num_workers=int(cfg.data.num_workers),
             evaluate=score,
             log=logger.log,
+            rank=rank.rank,
+            world=rank.world,
         )
         if cfg.resume and trainer.resume():
             print(f"[bench] {run_name}: resumed at step {trainer.step}")
@@ -146,7 +187,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
             },
             updated=now(),
         )
-        write_json_atomic(run_dir / RECORD, record)
+        save(run_dir / RECORD, record)
         logger.finish(metrics)
         return record
     except BaseException as e:
@@ -157,7 +198,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
             if isinstance(e, NonFiniteLoss):
                 record["failed_step"] = e.step
         record.update(updated=now(), timings={"total_s": time.perf_counter() - t_start})
-        write_json_atomic(run_dir / RECORD, record)
+        save(run_dir / RECORD, record)
         if logger is not None:
             logger.finish(None)
+        if isinstance(e, Interrupted) and e.chain is not None:
+            e.chain(e.signum, None)  # e.g. submitit's checkpoint-and-requeue handler on SLURM
         raise

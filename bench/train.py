@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
@@ -35,11 +37,15 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """SIGTERM/SIGUSR1 arrived; a checkpoint was written at ``step``."""
+    """A signal arrived; a checkpoint was written at ``step``.
 
-    def __init__(self, step: int, signum: int) -> None:
+    ``chain`` is the handler that was installed before ours (e.g. submitit's requeue on SLURM), to be
+    called by the runner once the record is written; None when there was none."""
+
+    def __init__(self, step: int, signum: int, chain: Callable | None = None) -> None:
         super().__init__(f"interrupted by signal {signal.Signals(signum).name} at step {step}; resumable")
-        self.step = step
+        self.step, self.signum = step, signum
+        self.chain = chain if callable(chain) else None
 
 
 class DrawSampler(Sampler[int]):
@@ -184,13 +190,19 @@ class Trainer:
         self.channels_last = bool(cfg.get("channels_last", True))
         self.amp = bool(cfg.get("amp", True)) and device.type == "cuda"
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else None)
-        self.forward = torch.compile(self.model) if cfg.get("compile") else self.model
+        self.forward = self.model
+        if world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.get("compile"):
+            self.forward = torch.compile(self.forward)
         params = [p for p in [*self.model.parameters(), *self.loss_fn.parameters()] if p.requires_grad]
         self.optimizer = make_optimizer(params, cfg["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, cfg["scheduler"], self.max_steps)
         self.step, self.best = 0, -math.inf
         self.history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
         self._signal: int | None = None
+        self._previous: dict[int, Any] = {}
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -251,15 +263,16 @@ class Trainer:
 
     @contextlib.contextmanager
     def _signals(self):
-        handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None]
+        """Catch SIGTERM (preemption, torchrun), SIGUSR1 (sbatch --signal) and SIGUSR2 (submitit)."""
+        handled = [getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, n)]
         try:
-            previous = {s: signal.signal(s, self._on_signal) for s in handled}
+            self._previous = {s: signal.signal(s, self._on_signal) for s in handled}
         except ValueError:  # not the main thread: leave signals alone
-            previous = {}
+            self._previous = {}
         try:
             yield
         finally:
-            for s, h in previous.items():
+            for s, h in self._previous.items():
                 signal.signal(s, h)
 
     def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -280,8 +293,28 @@ class Trainer:
         self.scheduler.step()
         return loss.detach()
 
+    def _reduce(self, total: torch.Tensor, first_bad: torch.Tensor) -> tuple[float, int, bool]:
+        """Mean loss, first non-finite step (-1: none) and "a signal arrived", agreed by all ranks.
+
+        The only host sync of the loop, once per log interval (three tiny all-reduces under DDP)."""
+        bad = torch.where(first_bad < 0, self.max_steps + 1, first_bad)
+        signalled = torch.tensor(float(self._signal is not None), device=self.device)
+        if self.world > 1:
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+            dist.all_reduce(signalled, op=dist.ReduceOp.MAX)
+            total = total / self.world
+        first = int(bad)
+        if signalled.item() and self._signal is None:
+            self._signal = signal.SIGTERM  # another rank was signalled
+        return float(total), (first if first <= self.max_steps else -1), bool(signalled.item())
+
     def fit(self) -> None:
-        """Train from ``self.step`` to ``max_steps`` (evaluating and checkpointing on the way)."""
+        """Train from ``self.step`` to ``max_steps`` (evaluating and checkpointing on the way).
+
+        Raises :class:`NonFiniteLoss` (with the first bad step) and, after writing a checkpoint,
+        :class:`Interrupted` when SIGTERM/SIGUSR1/SIGUSR2 arrived (checked at log steps, so all ranks
+        stop at the same step)."""
         log_every = max(1, int(self.cfg.get("log_every", 20)))
         eval_every = int(self.cfg.get("eval_every", 0) or 0)
         ckpt_every = int(self.cfg.get("ckpt_every", 0) or 0)
@@ -304,14 +337,15 @@ class Trainer:
                 count += 1
                 self.step += 1
                 last = self.step == self.max_steps
-                if self.step % log_every == 0 or last or self._signal is not None:
-                    if int(first_bad) >= 0:  # host sync, once per log interval
-                        raise NonFiniteLoss(int(first_bad), self.loss_name)
+                if self.step % log_every == 0 or last:
+                    mean, bad_step, signalled = self._reduce(total, first_bad)
+                    if bad_step >= 0:
+                        raise NonFiniteLoss(bad_step, self.loss_name)
                     values = {
-                        "train/loss": float(total) / count,
+                        "train/loss": mean / count,
                         "train/lr": self.optimizer.param_groups[0]["lr"],
+                        "train/steps_per_s": count / (time.perf_counter() - t0),
                     }
-                    values["train/steps_per_s"] = count / (time.perf_counter() - t0)
                     self.history["train"].append({"step": self.step, **values})
                     self.log(values, self.step)
                     if bar is not None:
@@ -319,11 +353,11 @@ class Trainer:
                         bar.set_postfix(loss=f"{values['train/loss']:.4f}")
                     total.zero_()
                     count, t0 = 0, time.perf_counter()
+                    if signalled:
+                        self.save()
+                        raise Interrupted(self.step, self._signal, self._previous.get(self._signal))
                 if self.evaluate is not None and eval_every and self.step % eval_every == 0 and not last:
                     self._periodic_eval()
-                if self._signal is not None:
-                    self.save()
-                    raise Interrupted(self.step, self._signal)
                 if (ckpt_every and self.step % ckpt_every == 0) or last:
                     self.save()
         if bar is not None:

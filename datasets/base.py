@@ -54,6 +54,10 @@ class SegDataset(Dataset):
         """Deterministic last step after augmentation, e.g. resizing to the input size (identity)."""
         return sample
 
+    def case_of(self, idx: int) -> str:
+        """Case id of item ``idx`` without loading it (volumetric datasets must override this)."""
+        return str(idx)
+
     def spacing(self, case: str) -> tuple[float, ...] | None:
         """Physical size of a pixel/voxel of ``case`` in mm, in array axis order (None: unknown)."""
         return None

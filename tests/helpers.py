@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -34,3 +38,22 @@ def make_cfg(overrides: list[str], *, data_root: Path, output_dir: Path) -> Dict
                 *overrides,
             ],
         )
+
+
+def bench_cli(*args: str, tmp: Path, env: dict | None = None, launcher: str = "bench", timeout: int = 600):
+    """Run ``python -m bench ARGS`` (or another module/launcher) in the repo with outputs under ``tmp``."""
+    environ = {
+        **os.environ,
+        "SEGLOSS_OUTPUT": str(tmp / "out"),
+        "SEGLOSS_DATA": str(tmp / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    cmd = [sys.executable, "-m", "bench", *args] if launcher == "bench" else [*launcher.split(), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout)
+
+
+def records(folder: Path) -> dict[str, dict]:
+    """All run records below ``folder``, keyed by run directory name."""
+    return {p.parent.name: json.loads(p.read_text()) for p in folder.rglob("record.json")}

@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TINY
+from helpers import TINY, bench_cli, records
 
 pytestmark = pytest.mark.slow
 
 
-def bench(*args: str, tmp: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    environ = {
-        **os.environ,
-        "SEGLOSS_OUTPUT": str(tmp / "out"),
-        "SEGLOSS_DATA": str(tmp / "data"),
-        "HF_HUB_OFFLINE": "1",
-        **(env or {}),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def records(folder: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in folder.rglob("record.json")}
+def bench(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    return bench_cli(*args, tmp=tmp)
 
 
 def test_no_loss_or_data_lists_the_choices_and_fails(tmp_path):

@@ -110,8 +110,8 @@ def test_interrupted_then_resumed_training_equals_uninterrupted(tmp_path, data_r
     straight.fit()
 
     first = make_trainer(tmp_path / "b", data_root)
-    first.log = lambda values, step: step == 4 and setattr(first, "_signal", signal.SIGTERM)
-    with pytest.raises(Interrupted, match="SIGTERM at step 4"):
+    first.log = lambda values, step: step == 2 and setattr(first, "_signal", signal.SIGTERM)
+    with pytest.raises(Interrupted, match="SIGTERM at step 4"):  # acted on at the next log step
         first.fit()
     second = make_trainer(tmp_path / "b", data_root)
     assert second.resume() and second.step == 4
@@ -124,12 +124,22 @@ def test_interrupted_then_resumed_training_equals_uninterrupted(tmp_path, data_r
     ]
 
 
-def test_sigterm_is_caught_and_checkpointed(tmp_path, data_root):
-    trainer = make_trainer(tmp_path, data_root, max_steps=50)
-    trainer.log = lambda values, step: step == 2 and signal.raise_signal(signal.SIGTERM)
-    with pytest.raises(Interrupted):
-        trainer.fit()
-    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["step"] == 2
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
+def test_signals_are_caught_checkpointed_and_chained(tmp_path, data_root, signum):
+    seen = []
+    previous = signal.signal(signum, lambda s, f: seen.append(s))  # e.g. submitit's requeue handler
+    try:
+        trainer = make_trainer(tmp_path, data_root, max_steps=50)
+        trainer.log = lambda values, step: step == 2 and signal.raise_signal(signum)
+        with pytest.raises(Interrupted) as info:
+            trainer.fit()
+        assert seen == []  # ours ran, not the previous handler
+        info.value.chain(signum, None)
+        assert seen == [signum]
+        assert signal.getsignal(signum) is not trainer._on_signal  # restored after fit
+    finally:
+        signal.signal(signum, previous)
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["step"] == 4
 
 
 def test_nan_loss_fails_with_the_first_bad_step(tmp_path, data_root):
