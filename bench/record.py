@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 RECORD = "record.json"
+TMP = ".tmp"  # suffix of the temp files of atomic writes (a killed writer may leave one behind)
 PACKAGES = (
     "segloss-bench",
     "torch",
@@ -51,7 +52,7 @@ def _plain(obj: Any) -> Any:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` via a temp file in the same folder + ``os.replace``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP, dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(_plain(obj), f, indent=1, allow_nan=False)

@@ -24,7 +24,7 @@ from . import distributed
 from .evaluate import evaluate
 from .logger import NullLogger, make_logger
 from .model import build_model, freeze_unused
-from .record import RECORD, git_commit, now, read_record, redact, versions, write_json_atomic
+from .record import RECORD, TMP, git_commit, now, read_record, redact, versions, write_json_atomic
 from .train import Interrupted, NonFiniteLoss, Trainer, seed_everything
 
 
@@ -48,6 +48,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
     """Execute the run described by ``cfg`` in ``run_dir``; returns its final record."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.rglob(f".*{TMP}"):  # left by a writer killed mid-write; never read
+        stale.unlink(missing_ok=True)
     previous = read_record(run_dir)
     status = (previous or {}).get("status")
     if status == "completed" and not cfg.force:
