@@ -7,7 +7,7 @@
 This package never imports ``bench``; use it in your own training code as well.
 """
 
-from . import pixel, region  # noqa: F401  (importing a module registers its losses)
+from . import boundary, cldice, combination, inverseform, lovasz, pixel, region, rmi, tloss, wasserstein  # noqa: F401  (importing a module registers its losses)
 from .registry import (
     CATEGORIES,
     RUNTIME_INPUTS,

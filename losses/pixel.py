@@ -1,7 +1,8 @@
-"""Pixel-level losses (survey §2.1): cross-entropy and focal."""
+"""Pixel-level losses (survey §2.1): cross-entropy, TopK, focal, and OHEM cross-entropy."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -91,3 +92,82 @@ class FocalLoss(SegLoss):
         if self.alpha is not None:
             loss = loss * self.alpha[t.squeeze(1)]
         return (loss * valid).sum() / valid.sum().clamp_min(1)
+
+
+@register_loss(
+    "topk",
+    category="pixel",
+    reference="Wu, Shen, van den Hengel. Bridging Category-level and Instance-level Semantic Image "
+    "Segmentation. arXiv 1605.06885, 2016 (bootstrapped CE)",
+    ranges={"k": (0, 100)},
+)
+class TopKLoss(SegLoss):
+    """TopK (bootstrapped) cross-entropy: mean CE over the k % of valid pixels with the highest CE.
+
+    ``k=10`` as nnU-Net's TopKLoss. The survey (eq. 3) sums over the selected pixels; here the mean,
+    as nnU-Net. ``k`` counts valid pixels, per batch: ``ceil(k/100 · n_valid)`` of them, so at least
+    one when any pixel is valid (nnU-Net floors k % of all voxels, which can select none). Static
+    shapes: a ``topk`` over all pixels with ignored ones ranked last, then a rank mask.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, k: float = 10.0) -> None:
+        super().__init__(num_classes, ignore_index)
+        if k <= 0:
+            raise ValueError(f"loss 'topk': k={k} must be > 0 (a percentage of the valid pixels)")
+        self.k = float(k)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        ce = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none")
+        valid = self.valid(target).flatten()
+        ce = torch.where(valid, ce.flatten(), -1.0)  # CE >= 0, so ignored pixels rank last
+        most = math.ceil(ce.numel() * self.k / 100)
+        top = ce.topk(most, sorted=True).values
+        n = torch.ceil(valid.sum().double() * self.k / 100)  # float64: exact for any pixel count
+        keep = torch.arange(most, device=ce.device) < n
+        return (top * keep).sum() / n.clamp_min(1).float()
+
+
+@register_loss(
+    "ohem_ce",
+    category="pixel",
+    reference="Shrivastava, Gupta, Girshick. Online Hard Example Mining. CVPR 2016; pixel-wise form of "
+    "HRNet (Wang et al. TPAMI 2020) and mmsegmentation's OHEMPixelSampler",
+    survey=False,
+    ranges={"thresh": (0, 1), "min_kept": (0, None)},
+)
+class OhemCrossEntropyLoss(SegLoss):
+    """OHEM cross-entropy: mean CE over the valid pixels whose target probability is below ``thresh``,
+    keeping at least the ``min_kept`` per image hardest ones.
+
+    Defaults ``thresh=0.7``, ``min_kept=100000`` (per image, times the batch size, as mmsegmentation;
+    HRNet's 100000 is per batch). Selection is done without gradient. The mean is over the kept
+    pixels, as HRNet (mmsegmentation divides by all pixels). HRNet and mmsegmentation keep
+    ``p < max(thresh, p_(min_kept+1))``; here ``p < thresh or p <= p_(min_kept)``, the same set
+    without ties, except that with fewer than ``min_kept`` valid pixels all are kept where the
+    originals drop the easiest one. Static shapes: a ``topk`` of size ``min_kept·B`` (skipped when
+    that covers the batch).
+    """
+
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, thresh: float = 0.7, min_kept: int = 100000
+    ) -> None:
+        super().__init__(num_classes, ignore_index)
+        if int(min_kept) != min_kept:
+            raise ValueError(f"loss 'ohem_ce': min_kept={min_kept} must be a whole number of pixels")
+        self.thresh, self.min_kept = float(thresh), int(min_kept)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        valid = self.valid(target)
+        logp_t = logits.float().log_softmax(1).gather(1, self.safe_target(target).unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            p = torch.where(valid, logp_t.exp(), 2.0).flatten()  # ignored pixels rank last
+            keep = p < self.thresh
+            kept = self.min_kept * target.shape[0]
+            if kept >= p.numel():
+                keep = torch.ones_like(keep)
+            elif kept > 0:
+                hardest = p.topk(kept, largest=False, sorted=True).values
+                rank = (valid.sum().clamp_max(kept) - 1).clamp_min(0)
+                keep = keep | (p <= hardest[rank])
+            keep = keep.view_as(valid) & valid
+        return -(logp_t * keep).sum() / keep.sum().clamp_min(1)

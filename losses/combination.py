@@ -1,0 +1,271 @@
+"""Combination losses (survey §2.4): Combo, Exponential Logarithmic, Unified Focal, and Dice + CE.
+
+Each is a ``WeightedSum`` of term modules; the terms that are not losses of their own (a
+one-vs-rest weighted BCE, the two exponential-logarithmic terms, the two asymmetric focal terms)
+are the unregistered classes below.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import SegLoss, masked_mean
+from .pixel import CrossEntropyLoss
+from .region import DiceLoss, power, soft_sums
+from .registry import register_loss
+
+
+class WeightedSum(SegLoss):
+    """``Σ_i w_i · L_i(logits, target)`` over named member losses (``{name: (w_i, L_i)}``)."""
+
+    def __init__(self, num_classes: int, ignore_index: int, terms: dict[str, tuple[float, SegLoss]]) -> None:
+        super().__init__(num_classes, ignore_index)
+        self.weights = {name: float(w) for name, (w, _) in terms.items()}
+        self.terms = nn.ModuleDict({name: loss for name, (_, loss) in terms.items()})
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return sum(self.weights[name] * loss(logits, target) for name, loss in self.terms.items())
+
+
+class OneVsRestBCE(SegLoss):
+    """β-weighted binary cross-entropy of each class against the rest on softmax probabilities:
+    ``-[β t ln p + (1-β)(1-t) ln(1-p)]``, mean over valid pixels and classes."""
+
+    def __init__(self, num_classes: int, ignore_index: int, beta: float) -> None:
+        super().__init__(num_classes, ignore_index)
+        self.beta = float(beta)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        logp = logits.float().log_softmax(1)
+        p = logp.exp()
+        # ln(1 - p): log1p(-p) is accurate where p <= 1/2; for the one class with p > 1/2 (if any),
+        # 1 - p is the others' mass, summed directly so that it survives float32 when p → 1.
+        top = p > 0.5
+        rest = p.masked_fill(top, 0).sum(1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+        log1m_p = torch.where(top, rest.log(), torch.log1p(-p.masked_fill(top, 0)))
+        t = self.safe_target(target).unsqueeze(1)
+        positive = logp.gather(1, t).squeeze(1)  # t ln p summed over classes
+        negative = log1m_p.scatter(1, t, 0.0).sum(1)  # (1 - t) ln(1 - p) summed over classes
+        per_pixel = -(self.beta * positive + (1 - self.beta) * negative)
+        return masked_mean(per_pixel, self.valid(target)) / self.num_classes
+
+
+@register_loss(
+    "combo",
+    category="combination",
+    reference="Taghanaki et al. Combo loss: Handling input and output imbalance in multi-organ "
+    "segmentation. CMIG 2019",
+    original="binary",
+    ranges={"alpha": (0, 1), "beta": (0, 1)},
+)
+class ComboLoss(WeightedSum):
+    """Combo loss ``α·(β-weighted BCE) + (1-α)·(1 - Dice)``; α=β=0.5 (Taghanaki et al.).
+
+    The original is ``α·L_BCE(β) - (1-α)·Dice``, per voxel and binary: β > 0.5 penalises false
+    negatives more, α trades BCE against Dice (0.5/0.5 as in public ports; the paper tunes both).
+    Multi-class here: the BCE term is one-vs-rest per class on softmax probabilities (mean over
+    valid pixels and classes), and Dice is ``dice(squared=False)`` (the paper's linear Sørensen
+    Dice, batch-wise, averaged over classes where the paper sums). Using ``1 - Dice`` instead of
+    ``-Dice`` shifts the value by the constant ``1-α`` (same gradients) so that the loss is ≥ 0 and
+    0 on an all-ignored batch. The survey's eq. 32 uses a class-weighted CE instead of the
+    β-weighted BCE.
+    """
+
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, alpha: float = 0.5, beta: float = 0.5
+    ) -> None:
+        super().__init__(
+            num_classes,
+            ignore_index,
+            {
+                "bce": (alpha, OneVsRestBCE(num_classes, ignore_index, beta)),
+                "dice": (1 - alpha, DiceLoss(num_classes, ignore_index, squared=False)),
+            },
+        )
+
+
+class ExpLogDice(SegLoss):
+    """``mean_c (-ln Dice_c)^γ`` with the linear soft Dice ``(2 Σ p t + s) / (Σ p + Σ t + s)``."""
+
+    def __init__(self, num_classes: int, ignore_index: int, gamma: float, smooth: float, batch: bool) -> None:
+        super().__init__(num_classes, ignore_index)
+        self.gamma, self.smooth, self.batch = float(gamma), float(smooth), bool(batch)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        tp, fp, fn = soft_sums(self.probs(logits, target), self.one_hot(target), self.batch)
+        dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth)  # 2tp + fp + fn = Σ p + Σ t
+        return power(-dice.log(), self.gamma).mean()
+
+
+class ExpLogCross(SegLoss):
+    """``E_x[w_l (-ln p_l)^γ]`` over valid pixels, ``w_l = (Σ_k f_k / f_l)^0.5`` from the batch's
+    label counts ``f``."""
+
+    def __init__(self, num_classes: int, ignore_index: int, gamma: float) -> None:
+        super().__init__(num_classes, ignore_index)
+        self.gamma = float(gamma)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        t, valid = self.safe_target(target), self.valid(target)
+        logp_t = logits.float().log_softmax(1).gather(1, t.unsqueeze(1)).squeeze(1)
+        counts = self.one_hot(target).sum((0, 2, 3))  # dense: a scatter into C bins is slow on CUDA
+        w = (counts.sum() / counts.clamp_min(1)).sqrt()  # absent classes' weights are never used
+        return masked_mean(w[t] * power(-logp_t, self.gamma), valid)
+
+
+@register_loss(
+    "exp_log",
+    category="combination",
+    reference="Wong, Moradi, Tang, Syeda-Mahmood. 3D Segmentation with Exponential Logarithmic Loss "
+    "for Highly Unbalanced Object Sizes. MICCAI 2018",
+    ranges={
+        "w_dice": (0, None),
+        "w_cross": (0, None),
+        "gamma_dice": (0, None),
+        "gamma_cross": (0, None),
+        "smooth": (0, None),
+    },
+)
+class ExpLogLoss(WeightedSum):
+    """Exponential logarithmic loss ``w_dice·E_c[(-ln Dice_c)^γ] + w_cross·E_x[w_l (-ln p_l)^γ]``
+    (Wong et al.); 0.8 / 0.2, γ=0.3.
+
+    The original's defaults: ``w_dice=0.8``, ``w_cross=0.2``, ``γ_dice=γ_cross=0.3``, additive
+    smoothing ``ε=1`` in the per-class Dice (kept here: with a tiny ε, ``-ln Dice`` of a class
+    absent from the batch explodes), label weights ``w_l = (Σ_k f_k / f_l)^0.5``. The frequencies
+    ``f`` are counted over the valid pixels of the batch (the runner knows no dataset statistics).
+    Dice is per class over the batch (``batch=True``) or per image, averaged over all classes,
+    background included. The survey (eqs. 33–35) takes ``-log`` of the Dice *loss* and of the
+    weighted CE; the original takes ``-ln`` of the Dice coefficient and of each pixel's
+    probability, as here.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        w_dice: float = 0.8,
+        w_cross: float = 0.2,
+        gamma_dice: float = 0.3,
+        gamma_cross: float = 0.3,
+        smooth: float = 1.0,
+        batch: bool = True,
+    ) -> None:
+        super().__init__(
+            num_classes,
+            ignore_index,
+            {
+                "dice": (w_dice, ExpLogDice(num_classes, ignore_index, gamma_dice, smooth, batch)),
+                "cross": (w_cross, ExpLogCross(num_classes, ignore_index, gamma_cross)),
+            },
+        )
+
+
+class AsymmetricFocal(SegLoss):
+    """Modified asymmetric focal term ``-(1-δ)(1-p_0)^γ ln p_0`` at background pixels and
+    ``-δ ln p_c`` at pixels of the rare classes ``c ≥ 1``; mean over valid pixels."""
+
+    def __init__(self, num_classes: int, ignore_index: int, delta: float, gamma: float) -> None:
+        super().__init__(num_classes, ignore_index)
+        self.delta, self.gamma = float(delta), float(gamma)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        t = self.safe_target(target)
+        logp_t = logits.float().log_softmax(1).gather(1, t.unsqueeze(1)).squeeze(1)
+        background = (1 - self.delta) * power(1 - logp_t.exp(), self.gamma) * -logp_t
+        return masked_mean(torch.where(t == 0, background, self.delta * -logp_t), self.valid(target))
+
+
+class AsymmetricFocalTversky(SegLoss):
+    """Modified asymmetric focal Tversky term: ``1 - mTI_0`` for the background and
+    ``(1 - mTI_c)^(1-γ)`` for the rare classes, ``mTI = (TP + ε) / (TP + δ FN + (1-δ) FP + ε)``;
+    mean over classes (and images unless ``batch``)."""
+
+    eps = 1e-7  # the authors' K.epsilon()
+
+    def __init__(self, num_classes: int, ignore_index: int, delta: float, gamma: float, batch: bool) -> None:
+        super().__init__(num_classes, ignore_index)
+        self.delta, self.gamma, self.batch = float(delta), float(gamma), bool(batch)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        tp, fp, fn = soft_sums(self.probs(logits, target), self.one_hot(target), self.batch)
+        mti = (tp + self.eps) / (tp + self.delta * fn + (1 - self.delta) * fp + self.eps)
+        background, rare = 1 - mti[..., :1], power(1 - mti[..., 1:], 1 - self.gamma)
+        return torch.cat([background, rare], -1).mean()
+
+
+@register_loss(
+    "unified_focal",
+    category="combination",
+    reference="Yeung, Sala, Schönlieb, Rundo. Unified Focal loss: Generalising Dice and cross "
+    "entropy-based losses to handle class imbalanced medical image segmentation. CMIG 2022",
+    original="binary",
+    ranges={"weight": (0, 1), "delta": (0, 1), "gamma": (0, 1)},
+)
+class UnifiedFocalLoss(WeightedSum):
+    """Asymmetric Unified Focal loss ``λ·L_maF + (1-λ)·L_maFT``; λ=0.5, δ=0.6, γ=0.5 (Yeung et al.).
+
+    The asymmetric variant with the authors' code defaults (``weight`` is λ). Class 0 is the
+    background, suppressed: its focal term is modulated by ``(1-p)^γ`` and weighted ``1-δ``, its
+    Tversky term is not enhanced. Every class ``c ≥ 1`` is a rare class, enhanced: plain CE weighted
+    ``δ`` and Tversky term ``(1-mTI)^(1-γ)``. The authors' code is binary (one background and one
+    foreground channel); this is its one-vs-rest extension to C classes. Reductions as the authors':
+    the focal term is averaged over pixels, the Tversky term over classes and images
+    (``batch=False``: mTI per image), ``ε=1e-7``. The paper writes λ on the focal term, the authors'
+    code on the Tversky term (the same at 0.5); here the paper's. MONAI's port averages the focal term
+    also over the two classes, i.e. halves it. Probabilities are not clipped to ``[ε, 1-ε]``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        weight: float = 0.5,
+        delta: float = 0.6,
+        gamma: float = 0.5,
+        batch: bool = False,
+    ) -> None:
+        if num_classes < 2:
+            raise ValueError(
+                f"loss 'unified_focal': num_classes={num_classes} must be >= 2 (class 0 is the background)"
+            )
+        super().__init__(
+            num_classes,
+            ignore_index,
+            {
+                "focal": (weight, AsymmetricFocal(num_classes, ignore_index, delta, gamma)),
+                "tversky": (
+                    1 - weight,
+                    AsymmetricFocalTversky(num_classes, ignore_index, delta, gamma, batch),
+                ),
+            },
+        )
+
+
+@register_loss(
+    "dice_ce",
+    category="combination",
+    reference="Chen et al. TransUNet: Transformers Make Strong Encoders for Medical Image Segmentation. "
+    "arXiv 2102.04306, 2021",
+    survey=False,
+    ranges={"lambda_ce": (0, None), "lambda_dice": (0, None)},
+)
+class DiceCELoss(WeightedSum):
+    """TransUNet's ``0.5·CE + 0.5·Dice``: ``ce`` plus ``dice`` with its defaults.
+
+    ``dice``'s defaults are TransUNet's Dice: squared denominators, per class over the batch,
+    smoothing 1e-5, mean over all classes including the background.
+    """
+
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, lambda_ce: float = 0.5, lambda_dice: float = 0.5
+    ) -> None:
+        super().__init__(
+            num_classes,
+            ignore_index,
+            {
+                "ce": (lambda_ce, CrossEntropyLoss(num_classes, ignore_index)),
+                "dice": (lambda_dice, DiceLoss(num_classes, ignore_index)),
+            },
+        )

@@ -1,0 +1,171 @@
+"""Combination losses against MONAI and against NumPy transcriptions of the original papers' formulas,
+written here independently of ``losses/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import monai.losses
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from losses import create_loss, loss_info
+
+B, C, H, W = 2, 4, 12, 12
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def batch(ignored: float = 0.0, classes: int = C, num_classes: int = C) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random logits and a target in which every class of ``range(classes)`` occurs."""
+    logits = 2 * torch.randn(B, num_classes, H, W)
+    target = torch.randint(0, classes, (B, H, W))
+    target = torch.where(torch.rand(B, H, W) < ignored, torch.full_like(target, 255), target)
+    target[0, 0, :classes] = torch.arange(classes)
+    return logits, target
+
+
+def close(actual: torch.Tensor, expected) -> None:
+    torch.testing.assert_close(actual.double(), torch.as_tensor(expected, dtype=torch.float64), **TOL)
+
+
+def np_pixels(logits: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Valid pixels only, float64: softmax probabilities ``[N,C]`` and one-hot target ``[N,C]``."""
+    z = np.moveaxis(logits.double().numpy(), 1, -1)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    t = target.numpy()
+    valid = t != 255
+    p = (e / e.sum(-1, keepdims=True))[valid]
+    return p, np.eye(z.shape[-1])[t[valid]]
+
+
+def np_linear_dice(p: np.ndarray, t: np.ndarray, s: float) -> np.ndarray:
+    return (2 * (p * t).sum(0) + s) / (p.sum(0) + t.sum(0) + s)
+
+
+# --- Combo --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("alpha", "beta"), [(0.5, 0.5), (0.3, 0.8)])
+@pytest.mark.parametrize("classes", [C, C - 1])
+def test_combo_matches_taghanaki(alpha, beta, classes):
+    logits, target = batch(0.2, classes)
+    p, t = np_pixels(logits, target)
+    bce = -(beta * t * np.log(p) + (1 - beta) * (1 - t) * np.log(1 - p)).mean()  # over pixels and classes
+    dice = np_linear_dice(p, t, 1e-5).mean()
+    expected = alpha * bce - (1 - alpha) * dice + (1 - alpha)  # the original, shifted by 1-α to be ≥ 0
+    close(create_loss("combo", num_classes=C, alpha=alpha, beta=beta)(logits, target), expected)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.8])
+def test_combo_bce_term_is_accurate_for_confident_errors(beta):
+    logits, target = batch(0.2)
+    wrong = torch.where(target == 255, 0, (target + 1) % C)
+    logits = 25 * torch.nn.functional.one_hot(wrong, C).permute(0, 3, 1, 2).float()  # 1 - p_wrong ≈ 4e-11
+    z = np.moveaxis(logits.double().numpy(), 1, -1)[target.numpy() != 255]
+    t = np.eye(C)[target.numpy()[target.numpy() != 255]]
+    lse = np.log(np.exp(z).sum(1, keepdims=True))
+    log_p = z - lse
+    log_rest = np.stack([np.log(np.exp(np.delete(z, c, 1)).sum(1)) for c in range(C)], 1) - lse  # ln(1 - p)
+    expected = -(beta * t * log_p + (1 - beta) * (1 - t) * log_rest).mean()
+    logits.requires_grad_()
+    value = create_loss("combo", num_classes=C, alpha=1.0, beta=beta)(logits, target)
+    close(value, expected)
+    value.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+# --- Exponential logarithmic ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classes", [C, C - 1])
+@pytest.mark.parametrize(
+    ("w_dice", "w_cross", "gamma_dice", "gamma_cross"), [(0.8, 0.2, 0.3, 0.3), (0.5, 0.5, 2.0, 1.0)]
+)
+def test_exp_log_matches_wong(classes, w_dice, w_cross, gamma_dice, gamma_cross):
+    logits, target = batch(0.2, classes)
+    p, t = np_pixels(logits, target)
+    dice_term = np.mean((-np.log(np_linear_dice(p, t, 1.0))) ** gamma_dice)
+    f = t.sum(0)
+    w = np.sqrt(f.sum() / np.where(f > 0, f, 1))  # w_l = (Σ_k f_k / f_l)^0.5
+    cross_term = np.mean(w[t.argmax(1)] * (-np.log((p * t).sum(1))) ** gamma_cross)
+    expected = w_dice * dice_term + w_cross * cross_term
+    mine = create_loss(
+        "exp_log",
+        num_classes=C,
+        w_dice=w_dice,
+        w_cross=w_cross,
+        gamma_dice=gamma_dice,
+        gamma_cross=gamma_cross,
+    )
+    close(mine(logits, target), expected)
+
+
+# --- Unified focal --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("delta", "gamma"), [(0.6, 0.5), (0.7, 0.75)])
+def test_unified_focal_terms_match_monai_on_binary_inputs(delta, gamma):
+    logits, target = batch(num_classes=2, classes=2)
+    probs, y = logits.softmax(1), target.unsqueeze(1)
+    tversky = monai.losses.unified_focal_loss.AsymmetricFocalTverskyLoss(
+        to_onehot_y=True, delta=delta, gamma=gamma
+    )
+    focal = monai.losses.unified_focal_loss.AsymmetricFocalLoss(to_onehot_y=True, delta=delta, gamma=gamma)
+    mine = {
+        w: create_loss("unified_focal", num_classes=2, weight=w, delta=delta, gamma=gamma) for w in (0.0, 1.0)
+    }
+    close(mine[0.0](logits, target), tversky(probs, y))
+    # MONAI averages its focal term over the two class channels too; the authors sum over classes
+    close(mine[1.0](logits, target), 2 * focal(probs, y))
+
+
+@pytest.mark.parametrize("weight", [0.5, 0.2])
+@pytest.mark.parametrize("batch_", [False, True])
+def test_unified_focal_matches_yeung_multiclass(weight, batch_):
+    delta, gamma, eps = 0.6, 0.5, 1e-7
+    logits, target = batch(0.2)
+    ft_terms = []
+    for images in [range(B)] if batch_ else [[b] for b in range(B)]:
+        p, t = np_pixels(logits[list(images)], target[list(images)])
+        tp, fn, fp = (p * t).sum(0), ((1 - p) * t).sum(0), (p * (1 - t)).sum(0)
+        mti = (tp + eps) / (tp + delta * fn + (1 - delta) * fp + eps)
+        ft_terms += [1 - mti[0], *((1 - mti[1:]) ** (1 - gamma))]  # background suppressed, rare enhanced
+    p, t = np_pixels(logits, target)
+    pt, label = (p * t).sum(1), t.argmax(1)
+    focal = np.where(label == 0, (1 - delta) * (1 - pt) ** gamma * -np.log(pt), delta * -np.log(pt))
+    expected = weight * focal.mean() + (1 - weight) * np.mean(ft_terms)
+    mine = create_loss("unified_focal", num_classes=C, weight=weight, batch=batch_)
+    close(mine(logits, target), expected)
+
+
+def test_unified_focal_needs_a_background_and_a_rare_class():
+    with pytest.raises(ValueError, match="num_classes=1"):
+        create_loss("unified_focal", num_classes=1)
+
+
+# --- Dice + CE ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classes", [C, C - 1])
+def test_dice_ce_matches_transunet(classes):
+    logits, target = batch(0.2, classes)
+    p, t = np_pixels(logits, target)
+    ce = -np.log((p * t).sum(1)).mean()
+    dice = (2 * (p * t).sum(0) + 1e-5) / ((p * p).sum(0) + (t * t).sum(0) + 1e-5)  # TransUNet's DiceLoss
+    close(create_loss("dice_ce", num_classes=C)(logits, target), 0.5 * ce + 0.5 * (1 - dice.mean()))
+
+
+# --- configs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["combo", "dice_ce", "exp_log", "unified_focal"])
+def test_config_params_are_the_code_defaults(name):
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "loss" / f"{name}.yaml")
+    assert OmegaConf.to_container(conf.params) == loss_info(name).hparams
