@@ -7,7 +7,7 @@ Note: this top-level package is named ``datasets`` and shadows Hugging Face's ``
 both are importable; segloss-bench does not depend on the latter.
 """
 
-from . import synapse, synthetic  # noqa: F401  (importing a module registers its datasets)
+from . import cityscapes, synapse, synthetic, synthia  # noqa: F401  (importing a module registers its datasets)
 from .base import IGNORE_INDEX, SegDataset
 from .registry import DatasetInfo, build, dataset_info, list_datasets, register_dataset
 
