@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from datasets import IGNORE_INDEX, SegDataset
+from datasets.base import worker_init
 
 from . import protocols
 from .distributed import all_reduce_sum, gather_lists
@@ -90,6 +91,7 @@ def evaluate(
         shuffle=False,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
+        worker_init_fn=worker_init,
     )
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     n = resolve_workers(workers)

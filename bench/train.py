@@ -27,6 +27,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datasets.base import worker_init
+
 from .record import TMP
 
 
@@ -257,6 +259,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             drop_last=True,
             prefetch_factor=4 if self.num_workers else None,
+            worker_init_fn=worker_init,
         )
         return iter(loader)
 

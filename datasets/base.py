@@ -7,13 +7,15 @@ and in order in evaluation splits, so the evaluator can reassemble volumes; ``sp
 mm per voxel in array axis order ``(z, y, x)`` when known, so HD95 can be reported in mm.
 
 Augmentation is deterministic per *sample draw*: ``dataset[i]`` for ``i >= len(dataset)`` reads
-sample ``i % len`` and seeds its augmentation with ``(seed, i)``. A sampler that numbers its draws
-(see ``bench.train``) therefore reproduces every augmented batch exactly after a resume, with any
-number of loader workers.
+sample ``i % len`` and seeds its augmentation with ``(seed, i)``; optional label noise
+(``label_noise``, see ``datasets.noise``) is drawn from the same generator after augmentation.
+A sampler that numbers its draws (see ``bench.train``) therefore reproduces every augmented batch
+exactly after a resume, with any number of loader workers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,10 +35,20 @@ class SegDataset(Dataset):
     #: items are slices of 3D cases, scored as reassembled volumes
     volumetric: bool = False
 
-    def __init__(self, split: str, *, augment: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        split: str,
+        *,
+        augment: bool = False,
+        seed: int = 0,
+        label_noise: Mapping[str, Any] | None = None,
+    ) -> None:
+        from .noise import check_label_noise  # (noise imports this module)
+
         self.split = split
         self.augment_enabled = augment
         self.seed = seed
+        self.label_noise = check_label_noise(label_noise)
 
     @property
     def num_classes(self) -> int:
@@ -65,10 +77,29 @@ class SegDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = self.load(int(i) % len(self))
         if self.augment_enabled:
-            sample = self.augment(sample, np.random.default_rng([self.seed, int(i)]))
+            rng = np.random.default_rng([self.seed, int(i)])
+            sample = self.augment(sample, rng)
+            if self.label_noise:
+                from .noise import apply_label_noise
+
+                noisy = apply_label_noise(
+                    sample["label"], rng, num_classes=self.num_classes, **self.label_noise
+                )
+                sample = {**sample, "label": noisy}
         sample = self.finalize(sample)
         out = dict(sample)
         out["image"] = torch.from_numpy(np.ascontiguousarray(sample["image"], dtype=np.float32))
         out["label"] = torch.from_numpy(np.ascontiguousarray(sample["label"]).astype(np.int64))
         out.setdefault("index", 0)
         return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        # explicit: __getitem__ accepts any draw number, so the legacy protocol would never stop
+        return (self[i] for i in range(len(self)))
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (workers are the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(0)

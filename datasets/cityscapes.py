@@ -30,7 +30,6 @@ from cityscapesscripts.helpers.labels import labels as CS_LABELS
 
 from . import transforms as T
 from .base import IGNORE_INDEX, SegDataset
-from .noise import apply_label_noise, check_label_noise
 from .registry import register_dataset
 
 _TRAIN = [lb for lb in CS_LABELS if lb.id >= 0 and 0 <= lb.trainId < IGNORE_INDEX]
@@ -118,7 +117,7 @@ class StreetSceneDataset(SegDataset):
         seed: int = 0,
         label_noise: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(split, augment=augment, seed=seed)
+        super().__init__(split, augment=augment, seed=seed, label_noise=label_noise)
         self.pairs = pairs
         self.crop_size = _pair(crop_size, "crop_size", int)
         if min(self.crop_size) <= 0 or any(c % self.size_divisor for c in self.crop_size):
@@ -128,7 +127,6 @@ class StreetSceneDataset(SegDataset):
         self.scale = _pair(scale, "scale", float)
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be [min, max] with 0 < min <= max; got {scale!r}")
-        self.label_noise = check_label_noise(label_noise)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -159,8 +157,6 @@ class StreetSceneDataset(SegDataset):
     def augment(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         image, label = T.random_scale_crop(sample["image"], sample["label"], rng, self.scale, self.crop_size)
         image, label = T.hflip(image, label, rng)
-        if self.label_noise:
-            label = apply_label_noise(label, rng, num_classes=self.num_classes, **self.label_noise)
         return {**sample, "image": image, "label": label}
 
     def finalize(self, sample: dict[str, Any]) -> dict[str, Any]:

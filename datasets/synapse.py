@@ -17,6 +17,7 @@ the slice at its native resolution as ``label``, so metrics are computed on the 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,10 @@ class SynapseDataset(SegDataset):
         augment: bool | None = None,
         seed: int = 0,
         class_names: tuple[str, ...] = CLASS_NAMES,
+        label_noise: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(split, augment=split == "train" if augment is None else augment, seed=seed)
+        augment = split == "train" if augment is None else augment
+        super().__init__(split, augment=augment, seed=seed, label_noise=label_noise)
         self.root, self.size = Path(root), (int(img_size), int(img_size))
         self.class_names = tuple(class_names)
         lists = self.root / "lists"
@@ -191,6 +194,15 @@ class SynapseDataset(SegDataset):
     splits=("train", "test"),
     prepare=PREPARE,
 )
-def synapse(root: Path, split: str, img_size: int = 224, augment: bool | None = None, seed: int = 0):
-    """Synapse multi-organ CT: 8 organs + background, 18 training / 12 test volumes."""
-    return SynapseDataset(root, split, img_size=img_size, augment=augment, seed=seed)
+def synapse(
+    root: Path,
+    split: str,
+    img_size: int = 224,
+    augment: bool | None = None,
+    seed: int = 0,
+    label_noise: Mapping[str, Any] | None = None,
+):
+    """Synapse multi-organ CT: 8 organs + background, 18 training / 12 test volumes.
+
+    ``label_noise`` is a :mod:`datasets.noise` config applied to training draws."""
+    return SynapseDataset(root, split, img_size=img_size, augment=augment, seed=seed, label_noise=label_noise)

@@ -114,3 +114,22 @@ def test_missing_slice_files_are_named(tmp_path):
     (root / "train_npz" / "case0002_slice001.npz").unlink()
     with pytest.raises(FileNotFoundError, match=r"case0002_slice001\.npz"):
         SynapseDataset(root, "train")
+
+
+def test_label_noise_is_applied_to_training_draws_reproducibly(root):
+    noise = {"type": "pixel", "rate": 0.3}
+    clean = SynapseDataset(root, "train", img_size=32, seed=5)
+    noisy = SynapseDataset(root, "train", img_size=32, seed=5, label_noise=noise)
+    a, b = noisy[len(noisy) + 3], noisy[len(noisy) + 3]
+    assert (a["label"] == b["label"]).all()
+    changed = (a["label"] != clean[len(clean) + 3]["label"]).float().mean()
+    assert 0.1 < changed < 0.5
+    test = SynapseDataset(root, "test", img_size=32, label_noise=noise)  # evaluation is never noised
+    np.testing.assert_array_equal(
+        test[2]["label"].numpy(), SynapseDataset(root, "test", img_size=32)[2]["label"].numpy()
+    )
+
+
+def test_iterating_a_dataset_stops_after_its_length(root):
+    ds = SynapseDataset(root, "test", img_size=32)
+    assert sum(1 for _ in ds) == len(ds) == 12
