@@ -31,8 +31,9 @@ class SegLoss(nn.Module):
 
     def one_hot(self, target: Tensor) -> Tensor:
         """``[B,C,H,W]`` float one-hot target; ignored pixels are all-zero."""
-        oh = torch.nn.functional.one_hot(self.safe_target(target), self.num_classes)
-        return oh.permute(0, 3, 1, 2).float() * self.valid(target).unsqueeze(1)
+        b, h, w = target.shape
+        out = torch.zeros(b, self.num_classes, h, w, device=target.device)
+        return out.scatter_(1, self.safe_target(target).unsqueeze(1), self.valid(target).unsqueeze(1).float())
 
     def probs(self, logits: Tensor, target: Tensor) -> Tensor:
         """Softmax probabilities in float32, zeroed at ignored pixels."""
