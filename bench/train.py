@@ -82,7 +82,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+def make_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW or SGD over parameter groups (``[{"params": [...]}, ...]``; a group may set its ``lr``)."""
     name = cfg["name"]
     if name == "adamw":
         return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
@@ -200,8 +201,12 @@ class Trainer:
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.get("compile"):
             self.forward = torch.compile(self.forward)
-        params = [p for p in [*self.model.parameters(), *self.loss_fn.parameters()] if p.requires_grad]
-        self.optimizer = make_optimizer(params, cfg["optimizer"])
+        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]  # e.g. T-loss's ν
+        if loss_params:
+            loss_lr = cfg["optimizer"].get("loss_lr")
+            groups.append({"params": loss_params, **({"lr": float(loss_lr)} if loss_lr is not None else {})})
+        self.optimizer = make_optimizer(groups, cfg["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, cfg["scheduler"], self.max_steps)
         self.step, self.best = 0, -math.inf
         self.history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}

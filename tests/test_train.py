@@ -154,3 +154,19 @@ def test_nan_loss_fails_with_the_first_bad_step(tmp_path, data_root):
     trainer = make_trainer(tmp_path, data_root, loss_fn=NaNAfter(), log_every=4)
     with pytest.raises(NonFiniteLoss, match="at step 2"):
         trainer.fit()
+
+
+def test_loss_parameters_are_optimised_with_their_own_learning_rate(tmp_path, data_root):
+    import losses
+
+    t_loss = losses.create_loss("t_loss", num_classes=9)
+    trainer = make_trainer(tmp_path, data_root, loss_fn=t_loss, max_steps=2)
+    assert len(trainer.optimizer.param_groups) == 2
+    before = [p.detach().clone() for p in t_loss.parameters()]
+    trainer.fit()
+    assert any(not torch.equal(b, p) for b, p in zip(before, t_loss.parameters(), strict=True))
+    cfg = {**CFG, "optimizer": {**CFG["optimizer"], "loss_lr": 1e-3}}
+    other = make_trainer(
+        tmp_path / "o", data_root, loss_fn=losses.create_loss("t_loss", num_classes=9), **cfg
+    )
+    assert [g["lr"] for g in other.optimizer.param_groups] == [1e-2, 1e-3]
