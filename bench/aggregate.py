@@ -1,27 +1,62 @@
-"""Turn run records into survey-style tables.
+"""Turn run records into survey-style tables, statistics and plots.
 
-``python -m bench.aggregate outputs/demo [more dirs or record.json files] --out results/demo``
+    python -m bench.aggregate outputs/demo [more dirs or record.json files] --out results/demo
+    python -m bench.aggregate --wandb ENTITY/PROJECT --out results/wandb
+    python -m bench.aggregate outputs/paper_synapse --out results/synapse --baseline ce --by-size \\
+        --paper results/paper/survey_tables.csv
 
-:func:`load_records` reads every ``record.json`` below the given paths into one row per run;
-:func:`summary_table` groups runs by (data, model, loss) and reports mean ± std over seeds of the
-per-class DSC, mean DSC, mean HD95 and mean IoU, with the number of seeds and of failed or
-unfinished runs (never silently dropped). DSC and IoU are shown in %, HD95 in the record's units.
+:func:`load_records` (or :func:`load_wandb`) reads runs into one row each; :func:`summary_table`
+groups them by section (experiment ``name``, ``data``, evaluation ``protocol``, ``model``) and row
+(loss ``category`` from the registry, ``loss``, ``variant`` = its hyper-parameters that differ from
+the registry defaults) and reports mean ± std over seeds (sample std, ddof=1) of every per-class
+and mean metric, with counts of completed (``seeds``), ``failed``, ``unfinished`` and ``missing``
+runs — a missing run is a seed that other rows of the section have and this row lacks — and the
+mean per completed run of the ``excluded``/``penalised`` empty (case, class) pairs. Nothing is
+dropped. Values stay in record units (DSC/IoU fractions, HD95 in the record's ``units``);
+:func:`to_markdown`, :func:`to_latex` and :func:`to_html` show DSC/IoU in % and mark per section the
+best value of each metric column **bold** and the second best underlined (HD95: lower is better;
+values compared at the printed precision; bold needs two distinct values, underline three).
+Per-class columns are DSC, or IoU under the ``cityscapes`` protocol (dataset-level mIoU).
+:func:`load_paper` + :func:`add_paper` add the survey's reported values and our difference to them.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+import losses
+from datasets.synthia import EVAL_SUBSETS as SYNTHIA_SUBSETS
+from datasets.synthia import SynthiaDataset
+
 from .record import RECORD
 
-KEYS = ["data", "model", "loss"]
+SECTION = ["name", "data", "protocol", "model"]
+ROW = ["category", "loss", "variant"]
+KEYS = SECTION + ROW
 MEANS = {"dsc": "DSC", "hd95": "HD95", "iou": "IoU"}
+#: class subsets whose mean IoU is reported per dataset (Synthia→Cityscapes: mIoU16, mIoU13)
+SUBSETS = {
+    "synthia": {
+        key.lower(): [SynthiaDataset.class_names[t] for t in ids] for key, ids in SYNTHIA_SUBSETS.items()
+    }
+}
+HEADLINE = {"dsc": "mean DSC", "hd95": "mean HD95", "iou": "mIoU", "miou16": "mIoU16", "miou13": "mIoU13"}
+LOWER_IS_BETTER = ("hd95",)
+CATEGORY_ORDER = (*losses.CATEGORIES, "other")
+
+
+# --- loading -----------------------------------------------------------------------------------------
 
 
 def _record_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -36,118 +71,589 @@ def _record_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: identity, status, mean metrics, per-class ``dsc/<class>`` etc., counts."""
-    rows = []
+def _read(paths: Iterable[str | Path]) -> Iterator[tuple[Path, dict]]:
     for f in _record_files(paths):
         try:
-            rec = json.loads(f.read_text())
+            yield f, json.loads(f.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{f} is not valid JSON ({e}); delete it or re-run that run") from None
-        m = rec.get("metrics") or {}
-        row = {
-            "run": rec.get("name", f.parent.name),
-            "run_dir": str(f.parent),
-            "status": rec.get("status"),
-            "loss": rec.get("loss"),
-            "data": rec.get("data"),
-            "model": rec.get("model"),
-            "seed": rec.get("seed"),
-            "protocol": m.get("protocol"),
-            "units": m.get("units"),
-            "error": rec.get("error"),
-        }
+
+
+def category(loss: str) -> str:
+    """The registry category of ``loss``; ``"other"`` for a name the registry does not know."""
+    try:
+        return losses.loss_info(loss).category
+    except KeyError:
+        return "other"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else str(value)
+
+
+def changed_params(loss: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The hyper-parameters in ``params`` that differ from the registry defaults of ``loss``.
+
+    File paths given where the default is None (e.g. InverseForm's ``checkpoint``) are artefacts,
+    not hyper-parameters, and are left out; so are names the registry does not know.
+    """
+    try:
+        defaults = losses.loss_info(loss).hparams
+    except KeyError:
+        return {}
+    return {
+        k: v
+        for k, v in (params or {}).items()
+        if v != defaults.get(k, v) and not (defaults.get(k) is None and isinstance(v, str))
+    }
+
+
+def variant(loss: str, params: dict[str, Any] | None) -> str:
+    """``"k=v,..."`` of :func:`changed_params` (``""`` = the registry defaults)."""
+    return ",".join(f"{k}={_short(v)}" for k, v in changed_params(loss, params).items())
+
+
+def _row(rec: dict[str, Any], source: str) -> dict[str, Any]:
+    """One run as a flat row (see :func:`load_records`)."""
+    cfg = rec.get("config") or {}
+    m = rec.get("metrics") or {}
+    params = (cfg.get("loss") or {}).get("params") or {}
+    loss = rec.get("loss") or ""
+    row = {
+        "run": rec.get("name", Path(source).name),
+        "run_dir": source,
+        "status": rec.get("status"),
+        "name": cfg.get("name") or "",
+        "data": rec.get("data") or "",
+        "protocol": m.get("protocol") or (cfg.get("data") or {}).get("protocol") or "",
+        "model": rec.get("model") or "",
+        "category": category(loss),
+        "loss": loss,
+        "variant": variant(loss, params),
+        "seed": rec.get("seed"),
+        "units": m.get("units") or "",
+        "error": rec.get("error"),
+        "params": params,
+        "history": rec.get("history"),
+    }
+    for key in MEANS:
+        row[key] = (m.get("mean") or {}).get(key)
+    for cls, vals in (m.get("per_class") or {}).items():
         for key in MEANS:
-            row[key] = (m.get("mean") or {}).get(key)
-        for cls, vals in (m.get("per_class") or {}).items():
-            for key in MEANS:
-                row[f"{key}/{cls}"] = vals.get(key)
-        empty = m.get("empty") or {}
-        row["excluded"] = empty.get("excluded")
-        row["penalised"] = empty.get("penalised")
-        rows.append(row)
+            row[f"{key}/{cls}"] = vals.get(key)
+    for key, classes in SUBSETS.get(row["data"], {}).items():
+        ious = [row.get(f"iou/{c}") for c in classes]
+        row[key] = float(np.mean(ious)) if m and all(v is not None for v in ious) else None
+    empty = m.get("empty") or {}
+    row["excluded"] = empty.get("excluded")
+    row["penalised"] = empty.get("penalised")
+    return row
+
+
+def _frame(rows: list[dict[str, Any]], where: str) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
-        raise ValueError("no run records found")
-    value_cols = [c for c in df.columns if c in MEANS or "/" in c]
+        raise ValueError(f"no run records found in {where}")
+    value_cols = [c for c in df.columns if is_metric(c) or c in ("excluded", "penalised")]
     df[value_cols] = df[value_cols].apply(pd.to_numeric, errors="coerce")
     return df
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (data, model, loss) of the completed runs.
+def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per ``record.json`` below ``paths`` (run dirs, sweep dirs or record files).
 
-    Columns: ``<metric>`` and ``<metric>:std`` for each per-class DSC and the mean DSC/HD95/IoU,
-    ``seeds`` (completed runs), ``failed`` and ``unfinished`` (other statuses), ``units``.
+    Columns: ``run``, ``run_dir``, ``status``, the identity :data:`KEYS`, ``seed``, ``units``,
+    ``error``, ``params`` (loss hyper-parameters), ``history`` (training curve), the means ``dsc``,
+    ``hd95``, ``iou`` (+ class-subset mIoUs), per class ``dsc/<class>``, ``iou/<class>``,
+    ``hd95/<class>``, and the run's ``excluded``/``penalised`` empty-case counts.
     """
-    per_class = [c for c in df.columns if c.startswith("dsc/")]
-    metrics = per_class + list(MEANS)
+    paths = list(paths)
+    return _frame([_row(rec, str(f.parent)) for f, rec in _read(paths)], ", ".join(map(str, paths)))
+
+
+#: W&B run state → record status ("finished" without test metrics means the run failed in the loop)
+_WANDB_STATES = {"failed": "failed", "crashed": "failed", "killed": "failed"}
+
+
+def _wandb_record(run: Any) -> dict[str, Any]:
+    """A run of the W&B public API as a record: config and the ``test/...`` summary of WandbLogger."""
+    cfg, summary = dict(run.config), dict(run.summary_metrics)
+    mean = {k: summary.get(f"test/{k}") for k in MEANS}
+    per_class: dict[str, dict[str, Any]] = {}
+    for key, value in summary.items():
+        parts = key.split("/", 2)
+        if len(parts) == 3 and parts[0] == "test" and parts[1] in MEANS:
+            per_class.setdefault(parts[2], {})[parts[1]] = value
+    done = run.state == "finished" and mean["dsc"] is not None
+    status = (
+        "completed"
+        if done
+        else _WANDB_STATES.get(run.state, "failed" if run.state == "finished" else run.state)
+    )
+    return {
+        "name": run.name,
+        "status": status,
+        "loss": (cfg.get("loss") or {}).get("name"),
+        "data": (cfg.get("data") or {}).get("name"),
+        "model": (cfg.get("model") or {}).get("name"),
+        "seed": cfg.get("seed"),
+        "config": cfg,
+        "metrics": {"protocol": (cfg.get("data") or {}).get("protocol"), "mean": mean, "per_class": per_class}
+        if done
+        else None,
+    }
+
+
+def load_wandb(path: str, *, api: Any = None, filters: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The runs of W&B project ``path`` ("entity/project") as :func:`load_records` rows.
+
+    ``api`` defaults to ``wandb.Api()``; ``filters`` is passed to ``api.runs`` (MongoDB-style, e.g.
+    ``{"group": "paper_synapse"}``). W&B holds the mean and per-class metrics, not the per-case rows,
+    units, empty-case counts or history (those columns are empty).
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    rows = [
+        _row(_wandb_record(run), getattr(run, "url", "") or run.name)
+        for run in api.runs(path, filters=filters)
+    ]
+    return _frame(rows, f"W&B project {path}")
+
+
+def load_cases(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (completed run, case, class): the identity :data:`KEYS`, ``seed``, ``case``,
+    ``class`` (name), ``dsc``, ``iou``, ``hd95`` and ``empty`` — the record's ``per_case`` rows.
+
+    Class ids map to names in the order of the record's ``per_class`` block (ascending ids).
+    Empty (with these columns) when no run completed.
+    """
+    frames = []
+    for f, rec in _read(paths):
+        m = rec.get("metrics") or {}
+        if rec.get("status") != "completed" or not m.get("per_case"):
+            continue
+        ident = {k: v for k, v in _row(rec, str(f.parent)).items() if k in (*KEYS, "seed")}
+        cases = pd.DataFrame(m["per_case"])
+        ids = sorted(cases["class"].unique())
+        names = dict(zip(ids, m["per_class"], strict=True))
+        cases["class"] = cases["class"].map(names)
+        frames.append(cases.assign(**ident))
+    columns = [*KEYS, "seed", "case", "class", *MEANS, "empty"]
+    out = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return out.astype(dict.fromkeys(MEANS, float))
+
+
+# --- the summary table ------------------------------------------------------------------------------
+
+
+def is_metric(col: str) -> bool:
+    """True for mean, subset and per-class metric columns (``dsc``, ``miou16``, ``iou/road`` …)."""
+    return col in HEADLINE or ("/" in col and ":" not in col and col.split("/", 1)[0] in MEANS)
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    rank = df["category"].map({c: i for i, c in enumerate(CATEGORY_ORDER)})
+    return (
+        df.assign(_r=rank).sort_values([*SECTION, "_r", "loss", "variant"], kind="stable").drop(columns="_r")
+    )
+
+
+def summary_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean and std over seeds per row :data:`KEYS` of the completed runs, with run counts.
+
+    Columns: the keys, ``<metric>`` and ``<metric>:std`` for every metric column of ``runs``,
+    ``seeds``, ``failed``, ``unfinished``, ``missing``, ``excluded``, ``penalised`` (means per
+    completed run) and ``units``; with ``paper`` (see :func:`load_paper`) also ``paper:<metric>`` and
+    ``delta:<metric>``. Rows are ordered by section, category (pixel, region, boundary,
+    combination, other), loss and variant.
+    """
+    metrics = [c for c in runs.columns if is_metric(c)]
     out = []
-    for key, group in df.groupby(KEYS, sort=True, dropna=False):
-        done = group[group["status"] == "completed"]
-        row = dict(zip(KEYS, key, strict=True))
-        for col in metrics:
-            vals = done[col].dropna().to_numpy(dtype=float)
-            row[col] = vals.mean() if len(vals) else np.nan
-            row[f"{col}:std"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
-        row["seeds"] = len(done)
-        row["failed"] = int((group["status"] == "failed").sum())
-        row["unfinished"] = int((~group["status"].isin(["completed", "failed"])).sum())
-        row["units"] = ",".join(sorted(set(done["units"].dropna())))
-        out.append(row)
-    return pd.DataFrame(out)
+    for _, section in runs.groupby(SECTION, sort=False, dropna=False):
+        universe = set(section["seed"].dropna())
+        for key, group in section.groupby(ROW, sort=False, dropna=False):
+            done = group[group["status"] == "completed"]
+            row: dict[str, Any] = dict(zip(KEYS, (*section.iloc[0][SECTION], *key), strict=True))
+            for col in metrics:
+                vals = done[col].dropna().to_numpy(dtype=float)
+                row[col] = vals.mean() if len(vals) else np.nan
+                row[f"{col}:std"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
+            row["seeds"] = len(done)
+            row["failed"] = int((group["status"] == "failed").sum())
+            row["unfinished"] = len(group) - row["seeds"] - row["failed"]
+            row["missing"] = len(universe - set(group["seed"].dropna()))
+            for col in ("excluded", "penalised"):
+                row[col] = done[col].mean() if done[col].notna().any() else np.nan
+            row["units"] = ",".join(sorted(set(done["units"].dropna()) - {""}))
+            out.append(row)
+    table = _order(pd.DataFrame(out)).reset_index(drop=True)
+    return add_paper(table, paper) if paper is not None else table
 
 
-def _fmt(mean: float, std: float, scale: float) -> str:
+# --- the survey's reported numbers ------------------------------------------------------------------
+
+PAPER_COLUMNS = ["dataset", "protocol", "model", "loss", "metric", "class", "value", "source"]
+PAPER_METRICS = {
+    "dsc": "dsc",
+    "hd95": "hd95",
+    "iou": "iou",
+    "miou": "iou",
+    "miou16": "miou16",
+    "miou13": "miou13",
+}
+
+
+def load_paper(path: str | Path) -> pd.DataFrame:
+    """The survey's reported values (``results/paper/README.md``): one row per number, with ``key``
+    (our metric column, e.g. ``dsc`` or ``dsc/liver``) and ``ref`` (the value in record units:
+    DSC/IoU as fractions). Empty ``protocol``/``model`` cells match any protocol/model.
+    """
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in PAPER_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {','.join(PAPER_COLUMNS)}")
+    keys, refs = [], []
+    for line, r in enumerate(df.to_dict("records"), start=2):
+        metric = PAPER_METRICS.get(r["metric"].strip().lower())
+        if metric is None:
+            raise ValueError(f"{path}:{line}: metric {r['metric']!r} is not one of {sorted(PAPER_METRICS)}")
+        if r["dataset"] == "" or r["loss"] == "":
+            raise ValueError(f"{path}:{line}: dataset and loss must be filled (registry names)")
+        try:
+            value = float(r["value"])
+        except ValueError:
+            raise ValueError(f"{path}:{line}: value {r['value']!r} is not a number") from None
+        cls = r["class"].strip()
+        if cls not in ("", "mean") and metric not in MEANS:
+            raise ValueError(f"{path}:{line}: {r['metric']} is a mean over classes; leave class empty")
+        keys.append(metric if cls in ("", "mean") else f"{metric}/{cls}")
+        refs.append(value if metric in LOWER_IS_BETTER else value / 100)
+    return df.assign(key=keys, ref=refs)
+
+
+def add_paper(summary: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """``paper:<key>`` (the reported value) and ``delta:<key>`` (ours − paper) for the rows with the
+    default hyper-parameters whose data, loss (and protocol/model where given) match a paper row."""
+    found: dict[str, dict[int, float]] = {}
+    for i, row in summary.iterrows():
+        if row["variant"]:
+            continue
+        match = paper[
+            (paper["dataset"] == row["data"])
+            & (paper["loss"] == row["loss"])
+            & paper["protocol"].isin(["", row["protocol"]])
+            & paper["model"].isin(["", row["model"]])
+        ]
+        for key, hits in match.groupby("key"):
+            if len(hits) > 1:
+                raise ValueError(
+                    f"paper values: {len(hits)} rows give {key} for "
+                    f"{row['data']}/{row['model']}/{row['loss']} "
+                    f"(sources {', '.join(hits['source'])}); fill protocol/model to tell them apart"
+                )
+            found.setdefault(key, {})[i] = hits["ref"].iloc[0]
+    out = summary.copy()
+    for key, refs in found.items():
+        ref = pd.Series(refs, dtype=float).reindex(out.index)
+        ours = out[key] if key in out else pd.Series(np.nan, index=out.index)
+        out[f"paper:{key}"] = ref
+        out[f"delta:{key}"] = ours - ref
+    return out
+
+
+# --- rendering --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    key: str
+    scale: float
+    kind: str = "metric"  # metric | paper | delta
+
+
+@dataclass
+class Section:
+    """One rendered table: a title, the column headers after ``loss``, and per category its rows of
+    ``(text, mark)`` cells (mark 1 = best, 2 = second best)."""
+
+    title: str
+    slug: str
+    header: list[str]
+    groups: list[tuple[str, list[list[tuple[str, int]]]]]
+
+
+def display_scale(key: str) -> float:
+    """Factor from record units to displayed units: 100 for DSC/IoU (%), 1 for HD95."""
+    return 1.0 if key.split("/", 1)[0] in LOWER_IS_BETTER else 100.0
+
+
+def per_class_metric(protocol: str) -> str:
+    """The per-class column metric of a section: IoU for the ``cityscapes`` protocol, else DSC."""
+    return "iou" if protocol == "cityscapes" else "dsc"
+
+
+def sections(summary: pd.DataFrame) -> Iterator[tuple[tuple[str, ...], pd.DataFrame]]:
+    """The (name, data, protocol, model) sections of a summary table, in table order."""
+    yield from summary.groupby(SECTION, sort=False, dropna=False)
+
+
+def section_title(key: tuple[str, ...]) -> str:
+    name, data, protocol, model = key
+    return " · ".join(p for p in (name, data, f"{protocol} protocol" if protocol else "", model) if p)
+
+
+def slug(key: tuple[str, ...]) -> str:
+    return re.sub(r"[^\w.-]+", "-", "_".join(p for p in key if p)).strip("-") or "table"
+
+
+def _columns(t: pd.DataFrame, per_class: str) -> list[Column]:
+    units = ",".join(sorted({u for u in t["units"] if u})) or "?"
+    classes = [c for c in t.columns if c.startswith(per_class + "/") and is_metric(c) and t[c].notna().any()]
+    metric_cols = [Column(c.split("/", 1)[1], c, display_scale(c)) for c in classes]
+    for key, label in HEADLINE.items():
+        if key in MEANS or (key in t and t[key].notna().any()):
+            unit = units if key in LOWER_IS_BETTER else "%"
+            arrow = "↓" if key in LOWER_IS_BETTER else "↑"
+            metric_cols.append(Column(f"{label} ({unit}) {arrow}", key, display_scale(key)))
+    cols = []
+    for c in metric_cols:
+        cols.append(c)
+        if f"paper:{c.key}" in t and t[f"paper:{c.key}"].notna().any():
+            cols += [
+                Column("paper", f"paper:{c.key}", c.scale, "paper"),
+                Column("Δ", f"delta:{c.key}", c.scale, "delta"),
+            ]
+    return cols
+
+
+def _marks(values: pd.Series, lower: bool) -> list[int]:
+    shown = [None if math.isnan(v) else round(v, 2) for v in values]
+    distinct = sorted({v for v in shown if v is not None}, reverse=not lower)
+    best = distinct[0] if len(distinct) >= 2 else None
+    second = distinct[1] if len(distinct) >= 3 else None
+    return [1 if v is not None and v == best else 2 if v is not None and v == second else 0 for v in shown]
+
+
+def _cell(mean: float, std: float, scale: float) -> str:
     if np.isnan(mean):
         return "–"
     s = f"{mean * scale:.2f}"
     return s if np.isnan(std) else f"{s} ± {std * scale:.2f}"
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """Markdown: one section per (data, model); rows = losses; DSC/IoU in %, HD95 in its units."""
+def _runs_note(r: pd.Series) -> str:
+    note = f"{r['seeds']}"
+    for key in ("failed", "unfinished", "missing"):
+        note += f" ({r[key]} {key})" if r[key] else ""
+    return note
+
+
+def layout(summary: pd.DataFrame, per_class: str | None = None) -> list[Section]:
+    """The sections of a summary table as cells, with best/second-best marks per metric column."""
+    out = []
+    for key, t in sections(summary):
+        cols = _columns(t, per_class or per_class_metric(key[2]))
+        cells = {c.key: [] for c in cols}
+        for c in cols:
+            values = t[c.key].to_numpy(dtype=float)
+            if c.kind == "metric":
+                stds = t[f"{c.key}:std"].to_numpy(dtype=float)
+                marks = _marks(pd.Series(values * c.scale), c.key.split("/")[0] in LOWER_IS_BETTER)
+                cells[c.key] = [
+                    (_cell(v, s, c.scale), m) for v, s, m in zip(values, stds, marks, strict=True)
+                ]
+            else:
+                fmt = "{:+.2f}" if c.kind == "delta" else "{:.2f}"
+                cells[c.key] = [("–" if np.isnan(v) else fmt.format(v * c.scale), 0) for v in values]
+        groups: list[tuple[str, list[list[tuple[str, int]]]]] = []
+        for i, (_, r) in enumerate(t.iterrows()):
+            label = r["loss"] + (f" ({r['variant']})" if r["variant"] else "")
+            empty = "–" if np.isnan(r["excluded"]) else f"{r['excluded']:g}/{r['penalised']:g}"
+            row = [(label, 0), *(cells[c.key][i] for c in cols), (_runs_note(r), 0), (empty, 0)]
+            if not groups or groups[-1][0] != r["category"]:
+                groups.append((r["category"], []))
+            groups[-1][1].append(row)
+        metric_name = MEANS[per_class or per_class_metric(key[2])]
+        out.append(
+            Section(
+                title=f"{section_title(key)} — per-class {metric_name}, mean ± std over seeds",
+                slug=slug(key),
+                header=[c.label for c in cols] + ["seeds", "empty excl./pen."],
+                groups=groups,
+            )
+        )
+    return out
+
+
+def to_markdown(summary: pd.DataFrame, per_class: str | None = None) -> str:
+    """Markdown: one ``###`` section per (name, data, protocol, model); best **bold**, second <u>u</u>."""
+    style = {0: "{}", 1: "**{}**", 2: "<u>{}</u>"}
     parts = []
-    for (data, model), t in table.groupby(["data", "model"], sort=True, dropna=False):
-        classes = [c for c in t.columns if c.startswith("dsc/") and not c.endswith(":std")]
-        units = ",".join(sorted({u for u in t["units"] if u})) or "?"
-        header = [
-            "loss",
-            *(c.split("/", 1)[1] for c in classes),
-            "mean DSC (%)",
-            f"mean HD95 ({units})",
-            "mIoU (%)",
-            "seeds",
-        ]
-        lines = [f"### {data} · {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for _, r in t.iterrows():
-            cells = [str(r["loss"])]
-            cells += [_fmt(r[c], r[f"{c}:std"], 100) for c in classes]
-            cells += [
-                _fmt(r["dsc"], r["dsc:std"], 100),
-                _fmt(r["hd95"], r["hd95:std"], 1),
-                _fmt(r["iou"], r["iou:std"], 100),
-            ]
-            note = f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
-            note += f" ({r['unfinished']} unfinished)" if r["unfinished"] else ""
-            lines.append("| " + " | ".join([*cells, note]) + " |")
+    for s in layout(summary, per_class):
+        header = ["category", "loss", *s.header]
+        lines = [f"### {s.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for cat, rows in s.groups:
+            for j, row in enumerate(rows):
+                cells = [cat if j == 0 else ""] + [style[m].format(text) for text, m in row]
+                lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+}
+_TEX_SYMBOLS = {
+    "±": r"$\pm$",
+    "–": "--",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "Δ": r"$\Delta$",
+    "·": r"$\cdot$",
+    "—": "---",
+}
+
+
+def _tex(text: str) -> str:
+    text = "".join(_TEX.get(ch, ch) for ch in text)
+    return "".join(_TEX_SYMBOLS.get(ch, ch) for ch in text)
+
+
+def to_latex(summary: pd.DataFrame, per_class: str | None = None) -> str:
+    """LaTeX (booktabs): one ``tabular`` per section; best ``\\textbf``, second ``\\underline``."""
+    style = {0: "{}", 1: r"\textbf{{{}}}", 2: r"\underline{{{}}}"}
+    parts = []
+    for s in layout(summary, per_class):
+        lines = [
+            f"% {_tex(s.title)}",
+            r"\begin{tabular}{ll" + "r" * len(s.header) + "}",
+            r"\toprule",
+            " & ".join(_tex(h) for h in ["category", "loss", *s.header]) + r" \\",
+        ]
+        for cat, rows in s.groups:
+            lines.append(r"\midrule")
+            for j, row in enumerate(rows):
+                cells = [_tex(cat) if j == 0 else ""] + [style[m].format(_tex(text)) for text, m in row]
+                lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_html(summary: pd.DataFrame, per_class: str | None = None) -> str:
+    """A standalone HTML page: one table per section, categories as row groups; best <b>, second <u>."""
+    style = {0: "{}", 1: "<b>{}</b>", 2: "<u>{}</u>"}
+    body = []
+    for s in layout(summary, per_class):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["category", "loss", *s.header])
+        rows = []
+        for cat, group in s.groups:
+            for j, row in enumerate(group):
+                first = f'<th rowspan="{len(group)}">{html.escape(cat)}</th>' if j == 0 else ""
+                cells = "".join(f"<td>{style[m].format(html.escape(text))}</td>" for text, m in row)
+                rows.append(f"<tr>{first}{cells}</tr>")
+        body.append(
+            f"<h3>{html.escape(s.title)}</h3>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
+            + "\n".join(rows)
+            + "\n</tbody>\n</table>"
+        )
+    css = (
+        "table{border-collapse:collapse} td,th{padding:2px 8px;border-bottom:1px solid #ccc} "
+        "td{text-align:right}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>segloss-bench</title>'
+        f"<style>{css}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def loss_table() -> pd.DataFrame:
+    """The survey's Table 2 in registry form: category, loss, reference, hyper-parameters with their
+    defaults, the original formulation (binary / multi-class) and whether it is one of the 25."""
+    rows = []
+    for name in losses.list_losses():
+        info = losses.loss_info(name)
+        rows.append(
+            {
+                "category": info.category,
+                "loss": name,
+                "survey": "yes" if info.survey else "extra",
+                "reference": info.reference,
+                "hyper-parameters": ", ".join(f"{k}={_short(v)}" for k, v in info.hparams.items()) or "–",
+                "original": info.original,
+            }
+        )
+    df = pd.DataFrame(rows)
+    return (
+        df.assign(_r=df["category"].map(CATEGORY_ORDER.index)).sort_values(["_r", "loss"]).drop(columns="_r")
+    )
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def write_tables(summary: pd.DataFrame, out: Path, name: str) -> str:
+    """``<name>.md/.tex/.html/.csv`` in ``out``; returns the Markdown."""
+    md = to_markdown(summary)
+    (out / f"{name}.md").write_text(md)
+    (out / f"{name}.tex").write_text(to_latex(summary))
+    (out / f"{name}.html").write_text(to_html(summary))
+    summary.to_csv(out / f"{name}.csv", index=False)
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.aggregate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("paths", nargs="+", help="run dirs, sweep dirs or record.json files")
-    ap.add_argument("--out", type=Path, help="folder for <name>.md and <name>.csv")
-    ap.add_argument("--name", default="table", help="file stem of the outputs (default: table)")
+    ap.add_argument("paths", nargs="*", help="run dirs, sweep dirs or record.json files")
+    ap.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the runs of this W&B project")
+    ap.add_argument("--out", type=Path, help="folder for the tables (md, tex, html, csv) and plots")
+    ap.add_argument("--name", default="table", help="file stem of the main table (default: table)")
+    ap.add_argument("--paper", type=Path, help="CSV of the survey's values (results/paper/README.md)")
+    ap.add_argument("--baseline", help="loss to compare every other loss with (Wilcoxon + Holm)")
+    ap.add_argument("--by-size", action="store_true", help="DSC by object size (reads the test split)")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG/PDF plots")
     args = ap.parse_args(argv)
-    table = summary_table(load_records(args.paths))
-    md = to_markdown(table)
+    if not args.paths and not args.wandb:
+        ap.error("give run/sweep directories or --wandb ENTITY/PROJECT")
+    if not args.paths and (args.baseline or args.by_size):
+        ap.error("--baseline and --by-size need run records (W&B holds no per-case rows): give run paths")
+    frames = [load_records(args.paths)] if args.paths else []
+    frames += [load_wandb(args.wandb)] if args.wandb else []
+    runs = pd.concat(frames, ignore_index=True)
+    summary = summary_table(runs, load_paper(args.paper) if args.paper else None)
+    md = to_markdown(summary)
     print(md)
     if args.out:
+        from . import plots, stats
+
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{args.name}.md").write_text(md)
-        table.to_csv(args.out / f"{args.name}.csv", index=False)
+        write_tables(summary, args.out, args.name)
+        runs.drop(columns=["params", "history"]).to_csv(args.out / "runs.csv", index=False)
+        tables = {"losses": loss_table(), "ranks": stats.rank_table(summary)}
+        if args.paths:
+            cases = load_cases(args.paths)
+            tables["ci"] = stats.ci_table(cases)
+            if args.baseline:
+                tables["wilcoxon"] = stats.paired_tests(cases, baseline=args.baseline)
+            if args.by_size:
+                tables["sizes"] = stats.size_table(summary, stats.sizes_from_runs(runs))
+        for stem, df in tables.items():
+            df.to_csv(args.out / f"{stem}.csv", index=False)
+            (args.out / f"{stem}.md").write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
+        if not args.no_plots:
+            plots.plot_all(summary, runs, args.out)
     return 0
 
 
