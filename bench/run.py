@@ -101,7 +101,15 @@ def _run(
         torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
         data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
         train_set = datasets.build(cfg.data.name, root=cfg.data.root, seed=int(cfg.seed), **data_cfg["train"])
-        test_set = datasets.build(cfg.data.name, root=cfg.data.root, **data_cfg["test"])
+        # evaluation on another dataset with the same classes (e.g. Synthia → Cityscapes)
+        eval_cfg = data_cfg.get("test_dataset") or data_cfg
+        test_set = datasets.build(eval_cfg["name"], root=eval_cfg["root"], **eval_cfg["test"])
+        if tuple(test_set.class_names) != tuple(train_set.class_names):
+            raise ValueError(
+                f"data.test_dataset {eval_cfg['name']!r} has classes {test_set.class_names}, but the model "
+                f"is trained on {cfg.data.name!r} with {train_set.class_names}"
+            )
+        record["eval_data"] = eval_cfg["name"]
         if train_set.num_classes != cfg.data.num_classes:
             raise ValueError(
                 f"data.num_classes={cfg.data.num_classes} but dataset {cfg.data.name!r} has "
@@ -144,9 +152,9 @@ def _run(
                 m,
                 test_set,
                 protocol=cfg.data.protocol,
-                eval_classes=data_cfg.get("eval_classes"),
+                eval_classes=eval_cfg.get("eval_classes", data_cfg.get("eval_classes")),
                 device=device,
-                batch_size=int(cfg.data.eval_batch_size),
+                batch_size=int(eval_cfg.get("eval_batch_size", cfg.data.eval_batch_size)),
                 num_workers=int(cfg.data.num_workers),
                 amp=bool(cfg.trainer.amp),
                 channels_last=bool(cfg.trainer.channels_last),

@@ -116,8 +116,10 @@ class StreetSceneDataset(SegDataset):
         augment: bool,
         seed: int = 0,
         label_noise: Mapping[str, Any] | None = None,
+        resize: Sequence[int] | None = None,
     ) -> None:
         super().__init__(split, augment=augment, seed=seed, label_noise=label_noise)
+        self.resize = None if resize is None else _pair(resize, "resize", int)
         self.pairs = pairs
         self.crop_size = _pair(crop_size, "crop_size", int)
         if min(self.crop_size) <= 0 or any(c % self.size_divisor for c in self.crop_size):
@@ -152,10 +154,15 @@ class StreetSceneDataset(SegDataset):
                 f"{type(self).__name__}; is this the right label file?"
             )
         label = cv2.LUT(ids.astype(np.uint8, copy=False), self.label_table)  # ids < 256: checked above
-        return {"image": T.normalize(rgb), "label": label, "case": case}
+        image = T.normalize(rgb)
+        if self.resize is not None:
+            image, label = T.resize(image, label, self.resize, bilinear=True)
+        return {"image": image, "label": label, "case": case}
 
     def augment(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        image, label = T.random_scale_crop(sample["image"], sample["label"], rng, self.scale, self.crop_size)
+        image, label = sample["image"], sample["label"]
+        if self.resize is None:  # with a fixed resize (the survey authors' setting) only flips
+            image, label = T.random_scale_crop(image, label, rng, self.scale, self.crop_size)
         image, label = T.hflip(image, label, rng)
         return {**sample, "image": image, "label": label}
 
@@ -210,10 +217,14 @@ def cityscapes(
     augment: bool | None = None,
     seed: int = 0,
     label_noise: Mapping[str, Any] | None = None,
+    resize: Sequence[int] | None = None,
 ) -> CityscapesDataset:
     """Cityscapes fine: 19 classes, 2975 train / 500 val / 1525 test images of 2048×1024.
 
-    ``augment`` defaults to ``split == "train"``; ``label_noise`` is a :mod:`datasets.noise` config.
+    ``augment`` defaults to ``split == "train"``; ``label_noise`` is a :mod:`datasets.noise` config;
+    ``resize: [H, W]`` resizes images (bilinear) and labels (nearest) of every split to a fixed size
+    without keeping the aspect ratio and replaces rescale+crop by flips only (the survey authors'
+    512×512 setting; evaluation is then at that size).
     """
     return CityscapesDataset(
         find_cityscapes(Path(root), split),
@@ -223,4 +234,5 @@ def cityscapes(
         augment=split == "train" if augment is None else augment,
         seed=seed,
         label_noise=label_noise,
+        resize=resize,
     )

@@ -69,10 +69,12 @@ class SynapseDataset(SegDataset):
         seed: int = 0,
         class_names: tuple[str, ...] = CLASS_NAMES,
         label_noise: Mapping[str, Any] | None = None,
+        ignore_background: bool = False,
     ) -> None:
         augment = split == "train" if augment is None else augment
         super().__init__(split, augment=augment, seed=seed, label_noise=label_noise)
         self.root, self.size = Path(root), (int(img_size), int(img_size))
+        self.ignore_background = bool(ignore_background)
         self.class_names = tuple(class_names)
         lists = self.root / "lists"
         sidecar = self.root / "spacing.json"
@@ -164,6 +166,8 @@ class SynapseDataset(SegDataset):
                 f"{path}: label values {sorted(np.unique(label[bad]).tolist())} are outside the "
                 f"{self.num_classes} classes {self.class_names}"
             )
+        if self.ignore_background:
+            label[label == 0] = IGNORE_INDEX
         return {
             "image": np.asarray(image, dtype=np.float32)[None],
             "label": label,
@@ -176,7 +180,8 @@ class SynapseDataset(SegDataset):
         if rng.random() > 0.5:
             image, label = T.rot90_flip(image, label, rng)
         elif rng.random() > 0.5:
-            image, label = T.rotate(image, label, float(rng.uniform(-20, 20)))
+            fill = IGNORE_INDEX if self.ignore_background else 0
+            image, label = T.rotate(image, label, float(rng.uniform(-20, 20)), fill_label=fill)
         return {**sample, "image": image, "label": label.astype(np.int64)}
 
     def finalize(self, sample: dict[str, Any]) -> dict[str, Any]:
@@ -201,8 +206,19 @@ def synapse(
     augment: bool | None = None,
     seed: int = 0,
     label_noise: Mapping[str, Any] | None = None,
+    ignore_background: bool = False,
 ):
     """Synapse multi-organ CT: 8 organs + background, 18 training / 12 test volumes.
 
-    ``label_noise`` is a :mod:`datasets.noise` config applied to training draws."""
-    return SynapseDataset(root, split, img_size=img_size, augment=augment, seed=seed, label_noise=label_noise)
+    ``label_noise`` is a :mod:`datasets.noise` config applied to training draws;
+    ``ignore_background`` maps label 0 to 255 in every split (the survey authors' code: background is
+    neither trained nor scored)."""
+    return SynapseDataset(
+        root,
+        split,
+        img_size=img_size,
+        augment=augment,
+        seed=seed,
+        label_noise=label_noise,
+        ignore_background=ignore_background,
+    )

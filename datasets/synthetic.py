@@ -150,12 +150,21 @@ def synthetic(
     seed: int = 0,
     generator: dict | None = None,
     label_noise: dict | None = None,
+    ignore_background: bool = False,
 ):
     """Synthetic CT-like volumes with 8 organs of very different sizes, generated on first use.
 
     ``generator`` holds the keyword arguments of :func:`write_synthetic_synapse` (cases, depth,
     size, seed); pass the same for every split of one ``root``. ``label_noise``: see
-    :mod:`datasets.noise`.
+    :mod:`datasets.noise`; ``ignore_background`` as for ``synapse``.
     """
     write_synthetic_synapse(root, **(generator or {}))
-    return SynapseDataset(root, split, img_size=img_size, augment=augment, seed=seed, label_noise=label_noise)
+    return SynapseDataset(
+        root,
+        split,
+        img_size=img_size,
+        augment=augment,
+        seed=seed,
+        label_noise=label_noise,
+        ignore_background=ignore_background,
+    )

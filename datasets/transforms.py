@@ -13,12 +13,13 @@ import numpy as np
 from .base import IGNORE_INDEX
 
 
-def resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]):
-    """Resize to ``size = (H, W)``: bicubic image, nearest label (TransUNet: zoom order 3 / 0)."""
+def resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int], bilinear: bool = False):
+    """Resize to ``size = (H, W)``: bicubic (or bilinear) image, nearest label (TransUNet: order 3 / 0)."""
     h, w = size
     if image.shape[-2:] == (h, w):
         return image, label
-    img = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_CUBIC) for c in image])
+    interp = cv2.INTER_LINEAR if bilinear else cv2.INTER_CUBIC
+    img = np.stack([cv2.resize(c, (w, h), interpolation=interp) for c in image])
     if label is not None:
         label = cv2.resize(label.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     return img.astype(np.float32, copy=False), label
@@ -33,11 +34,11 @@ def rot90_flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
-def rotate(image: np.ndarray, label: np.ndarray, angle: float, fill_image: float = 0.0):
+def rotate(image: np.ndarray, label: np.ndarray, angle: float, fill_image: float = 0.0, fill_label: int = 0):
     """Rotate by ``angle`` degrees about the centre (bicubic image, nearest label, same size).
 
-    Image borders are filled with ``fill_image``; label borders with 0 (background) as in TransUNet's
-    ``ndimage.rotate(..., reshape=False)`` with constant mode.
+    Image borders are filled with ``fill_image``; label borders with ``fill_label`` (0, background, as
+    in TransUNet's ``ndimage.rotate(..., reshape=False)`` with constant mode).
     """
     h, w = label.shape
     m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
@@ -47,7 +48,7 @@ def rotate(image: np.ndarray, label: np.ndarray, angle: float, fill_image: float
             for c in image.astype(np.float32, copy=False)
         ]
     )
-    lab = cv2.warpAffine(label.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+    lab = cv2.warpAffine(label.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST, borderValue=fill_label)
     return img, lab
 
 

@@ -95,3 +95,16 @@ def test_failure_is_recorded_with_the_error(tmp_path, data_root):
         run(cfg, tmp_path / "bad", "bad")
     rec = json.loads((tmp_path / "bad" / RECORD).read_text())
     assert rec["status"] == "failed" and "unknown arch 'nonexistent'" in rec["error"]
+
+
+def test_evaluation_on_another_dataset_with_the_same_classes(tmp_path, data_root):
+    gen = "{train_cases: 1, test_cases: 1, depth: 4, size: 32, seed: 7}"
+    other = f"{{name: synthetic, root: {data_root / 'other'}, test: {{split: test, img_size: 32, generator: {gen}}}}}"
+    cfg = make_cfg(
+        ["+loss=ce", "+data=synthetic", *TINY, f"+data.test_dataset={other}"],
+        data_root=data_root,
+        output_dir=tmp_path,
+    )
+    record = run(cfg, tmp_path / "x", "x")
+    assert record["status"] == "completed" and record["eval_data"] == "synthetic"
+    assert {r["case"] for r in record["metrics"]["per_case"]} == {"case0002"}  # the other set's test case

@@ -133,3 +133,16 @@ def test_label_noise_is_applied_to_training_draws_reproducibly(root):
 def test_iterating_a_dataset_stops_after_its_length(root):
     ds = SynapseDataset(root, "test", img_size=32)
     assert sum(1 for _ in ds) == len(ds) == 12
+
+
+def test_ignore_background_maps_label_0_to_ignore_in_every_split(root):
+    train = SynapseDataset(root, "train", img_size=32, augment=False, ignore_background=True)
+    test = SynapseDataset(root, "test", img_size=32, ignore_background=True)
+    with np.load(root / "train_npz" / "case0001_slice003.npz") as npz:
+        expected = np.where(npz["label"] == 0, 255, npz["label"])
+    np.testing.assert_array_equal(train[3]["label"].numpy(), expected)
+    assert 0 not in test[2]["label"].unique() and 255 in test[2]["label"].unique()
+    augmented = SynapseDataset(root, "train", img_size=32, seed=1, ignore_background=True)
+    assert all(
+        0 not in augmented[len(augmented) + k]["label"].unique() for k in range(12)
+    )  # rotations fill 255
