@@ -99,7 +99,8 @@ def test_failure_is_recorded_with_the_error(tmp_path, data_root):
 
 def test_evaluation_on_another_dataset_with_the_same_classes(tmp_path, data_root):
     gen = "{train_cases: 1, test_cases: 1, depth: 4, size: 32, seed: 7}"
-    other = f"{{name: synthetic, root: {data_root / 'other'}, test: {{split: test, img_size: 32, generator: {gen}}}}}"
+    test = f"{{split: test, img_size: 32, generator: {gen}}}"
+    other = f"{{name: synthetic, root: {data_root / 'other'}, test: {test}}}"
     cfg = make_cfg(
         ["+loss=ce", "+data=synthetic", *TINY, f"+data.test_dataset={other}"],
         data_root=data_root,
