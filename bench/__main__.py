@@ -34,7 +34,11 @@ def usage() -> str:
 
 
 def check_argv(argv: list[str]) -> str | None:
-    """A message for ``loss=...``/``data=...`` written without the ``+`` (Hydra's error is obscure)."""
+    """A message for ``loss=...``/``data=...`` written without the ``+`` (Hydra's error is obscure).
+
+    With an experiment recipe, ``data=...`` overrides the data the recipe chose and is left alone."""
+    if any(re.match(r"\+?experiment=", a) for a in argv):
+        return None
     for arg in argv:
         m = re.fullmatch(r"(loss|data)=(.*)", arg)
         if m:

@@ -28,6 +28,13 @@ def test_plain_group_override_explains_the_plus(tmp_path):
     assert "write `+loss=focal`" in res.stderr
 
 
+def test_data_override_of_a_recipe_is_allowed():
+    from bench.__main__ import check_argv
+
+    assert check_argv(["+experiment=paper_synapse", "data=synthetic"]) is None
+    assert "write `+data=synthetic`" in check_argv(["+loss=ce", "data=synthetic"])
+
+
 def test_single_run_writes_a_completed_record(tmp_path):
     res = bench("+loss=focal", "+data=synthetic", *TINY, tmp=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
