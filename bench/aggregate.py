@@ -72,11 +72,15 @@ def _record_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _read(paths: Iterable[str | Path]) -> Iterator[tuple[Path, dict]]:
+    """Records below ``paths``; a run scored under several protocols yields one record per protocol."""
     for f in _record_files(paths):
         try:
-            yield f, json.loads(f.read_text())
+            rec = json.loads(f.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{f} is not valid JSON ({e}); delete it or re-run that run") from None
+        yield f, rec
+        for block in rec.get("more_metrics") or []:
+            yield f, {**rec, "metrics": block}
 
 
 def category(loss: str) -> str:

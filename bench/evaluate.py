@@ -1,4 +1,4 @@
-"""Evaluation: predict the test split, reassemble cases, score them with a named protocol.
+"""Evaluation: predict the test split, reassemble cases, score them with named protocols.
 
 Slices of one case arrive contiguously (the dataset contract); logits are resized to the label's
 native resolution before the argmax. The dataset-level confusion matrix is accumulated on the
@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Subset
 from datasets import IGNORE_INDEX, SegDataset
 from datasets.base import worker_init
 
-from . import protocols
 from .distributed import all_reduce_sum, gather_lists
 from .metrics import confusion_matrix
+from .protocols import PROTOCOLS, score_case, summarize
 
 
 class _Inline(Executor):
@@ -60,7 +60,7 @@ def evaluate(
     model: nn.Module,
     dataset: SegDataset,
     *,
-    protocol: str,
+    protocols: Sequence[str],
     eval_classes: Sequence[int] | None,
     device: torch.device,
     batch_size: int,
@@ -71,13 +71,14 @@ def evaluate(
     connectivity: int = 1,
     rank: int = 0,
     world: int = 1,
-) -> dict[str, Any]:
-    """Score ``model`` on ``dataset``; returns the metrics block of the run record.
+) -> list[dict[str, Any]]:
+    """Score ``model`` on ``dataset``; returns one metrics block per protocol (same predictions).
 
     Under DDP each rank predicts its shard of whole cases; the confusion matrix is summed and the
     per-case rows gathered (in dataset order), so every rank returns the same metrics."""
-    if protocol not in protocols.PROTOCOLS:
-        raise ValueError(f"data.protocol={protocol!r} is not one of {protocols.PROTOCOLS}")
+    for protocol in protocols:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"data.protocol={protocol!r} is not one of {PROTOCOLS}")
     if len(dataset) == 0:
         raise ValueError(f"the evaluation split {dataset.split!r} is empty")
     num_classes = dataset.num_classes
@@ -96,7 +97,7 @@ def evaluate(
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     n = resolve_workers(workers)
     pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) if n > 0 else _Inline()
-    futures: list[tuple[int, str, Future]] = []  # (position of the case's first item, case, rows)
+    futures: list[tuple[int, str, list[Future]]] = []  # (position of the case's first item, case, rows)
     current: str | None = None
     slices: list[tuple[int, np.ndarray, np.ndarray]] = []
     position = iter(indices)
@@ -115,15 +116,18 @@ def evaluate(
             (
                 first,
                 current,
-                pool.submit(
-                    protocols.score_case,
-                    protocol,
-                    pred,
-                    gt,
-                    classes=classes,
-                    spacing=spacing,
-                    connectivity=connectivity,
-                ),
+                [
+                    pool.submit(
+                        score_case,
+                        protocol,
+                        pred,
+                        gt,
+                        classes=classes,
+                        spacing=spacing,
+                        connectivity=connectivity,
+                    )
+                    for protocol in protocols
+                ],
             )
         )
 
@@ -152,12 +156,18 @@ def evaluate(
                     current, slices, first = case, [], pos
                 slices.append((index, p, g))
         flush()
-        rows = [(pos, {"case": case, **row}) for pos, case, fut in futures for row in fut.result()]
-        rows = [row for _, row in sorted(gather_lists(rows), key=lambda r: r[0])]
+        per_protocol = []
+        for k in range(len(protocols)):
+            rows = [(pos, {"case": case, **row}) for pos, case, futs in futures for row in futs[k].result()]
+            per_protocol.append([row for _, row in sorted(gather_lists(rows), key=lambda r: r[0])])
         all_reduce_sum(cm)
     finally:
         pool.shutdown(cancel_futures=True)
         model.train(was_training)
-    return protocols.summarize(
-        protocol, rows, class_names=list(dataset.class_names), units=dataset.units, confusion=cm.cpu().numpy()
-    )
+    confusion = cm.cpu().numpy()
+    return [
+        summarize(
+            protocol, rows, class_names=list(dataset.class_names), units=dataset.units, confusion=confusion
+        )
+        for protocol, rows in zip(protocols, per_protocol, strict=True)
+    ]

@@ -1,7 +1,8 @@
 """The run record: ``record.json`` in each run directory, always written atomically.
 
 Fields: ``status`` (running | completed | failed), ``error`` (failed runs), ``config`` (resolved),
-``loss``, ``data``, ``model``, ``seed``, ``metrics`` (see ``bench.protocols.summarize``),
+``loss``, ``data``, ``eval_data``, ``model``, ``seed``, ``metrics`` (see ``bench.protocols.summarize``;
+the first of ``data.protocol`` when it lists several, the others in ``more_metrics``),
 ``history`` (training curve and periodic evaluations), ``timings`` (seconds), ``versions``,
 ``commit``, ``created``/``updated`` (ISO-8601 UTC). NaN is stored as ``null``.
 """

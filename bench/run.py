@@ -147,11 +147,13 @@ def _run(
         )
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
 
-        def score(m: torch.nn.Module) -> dict[str, Any]:
+        protocols = [cfg.data.protocol] if isinstance(cfg.data.protocol, str) else list(cfg.data.protocol)
+
+        def score(m: torch.nn.Module, names: list[str]) -> list[dict[str, Any]]:
             return evaluate(
                 m,
                 test_set,
-                protocol=cfg.data.protocol,
+                protocols=names,
                 eval_classes=eval_cfg.get("eval_classes", data_cfg.get("eval_classes")),
                 device=device,
                 batch_size=int(eval_cfg.get("eval_batch_size", cfg.data.eval_batch_size)),
@@ -174,7 +176,7 @@ def _run(
             seed=int(cfg.seed),
             ckpt_dir=run_dir / "checkpoints",
             num_workers=int(cfg.data.num_workers),
-            evaluate=score,
+            evaluate=lambda m: score(m, protocols[:1])[0],
             log=logger.log,
             rank=rank.rank,
             world=rank.world,
@@ -184,10 +186,11 @@ def _run(
         t_train = time.perf_counter()
         trainer.fit()
         t_eval = time.perf_counter()
-        metrics = score(trainer.model)
+        metrics, *more = score(trainer.model, protocols)
         record.update(
             status="completed",
             metrics=metrics,
+            **({"more_metrics": more} if more else {}),
             history=trainer.history,
             timings={
                 "train_s": t_eval - t_train,
