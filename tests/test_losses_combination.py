@@ -9,30 +9,15 @@ import monai.losses
 import numpy as np
 import pytest
 import torch
+from loss_cases import B, C, batch, close
 from omegaconf import OmegaConf
 
 from losses import create_loss, loss_info
-
-B, C, H, W = 2, 4, 12, 12
-TOL = {"rtol": 1e-5, "atol": 1e-6}
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-def batch(ignored: float = 0.0, classes: int = C, num_classes: int = C) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random logits and a target in which every class of ``range(classes)`` occurs."""
-    logits = 2 * torch.randn(B, num_classes, H, W)
-    target = torch.randint(0, classes, (B, H, W))
-    target = torch.where(torch.rand(B, H, W) < ignored, torch.full_like(target, 255), target)
-    target[0, 0, :classes] = torch.arange(classes)
-    return logits, target
-
-
-def close(actual: torch.Tensor, expected) -> None:
-    torch.testing.assert_close(actual.double(), torch.as_tensor(expected, dtype=torch.float64), **TOL)
 
 
 def np_pixels(logits: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -11,12 +11,11 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
+from loss_cases import B, C, H, W, batch, close
 from omegaconf import OmegaConf
 
 from losses import create_loss, loss_info
 
-B, C, H, W = 2, 4, 12, 12
-TOL = {"rtol": 1e-5, "atol": 1e-6}
 MINE = [
     "ce",
     "dice",
@@ -35,19 +34,6 @@ MINE = [
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-def batch(ignored: float = 0.0, classes: int = C, scale: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random logits and a target in which every class of ``range(classes)`` occurs."""
-    logits = scale * torch.randn(B, C, H, W)
-    target = torch.randint(0, classes, (B, H, W))
-    target = torch.where(torch.rand(B, H, W) < ignored, torch.full_like(target, 255), target)
-    target[0, 0, :classes] = torch.arange(classes)
-    return logits, target
-
-
-def close(actual: torch.Tensor, expected) -> None:
-    torch.testing.assert_close(actual.double(), torch.as_tensor(expected, dtype=torch.float64), **TOL)
 
 
 # --- NumPy helpers (float64) -------------------------------------------------------------------------
