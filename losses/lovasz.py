@@ -11,19 +11,28 @@ from .base import SegLoss
 from .registry import register_loss
 
 
-def lovasz_grad(fg_sorted: Tensor) -> Tensor:
+def lovasz_grad(fg_sorted: Tensor, smooth: float = 0.0, dtype: torch.dtype = torch.float64) -> Tensor:
     """Gradient of the Lovász extension of the Jaccard loss (Berman et al., Alg. 1).
 
-    ``fg_sorted`` holds 0/1 foreground flags along the last dim, ordered by decreasing error. The
-    counts are accumulated in float64, so they stay exact far beyond 2^24 pixels (a float32 cumsum
-    stops counting there). Returns float64 of the same shape.
+    ``fg_sorted`` holds 0/1 foreground flags along the last dim, ordered by decreasing error;
+    ``smooth`` is added to every intersection and union. With ``P`` foreground pixels and ``F_k``,
+    ``B_k`` the foreground and other pixels among the first ``k``, the Jaccard loss of the first
+    ``k`` is ``J_k = 1 - (I_k + s)/(U_k + s)``, ``I_k = P - F_k``, ``U_k = P + B_k``, and the
+    gradient is ``J_k - J_(k-1)`` (``J_0 = 0``). It is computed in closed form, without subtracting
+    neighbours: ``1/(U_k + s)`` at a foreground pixel, ``(I_k + s)/((U_k - 1 + s)(U_k + s))`` at
+    another one. The counts are exact integers, so a float32 result (``dtype``) is
+    accurate to its rounding for any number of pixels.
     """
-    fg = fg_sorted.double()
-    total = fg.sum(-1, keepdim=True)
-    intersection = total - fg.cumsum(-1)
-    union = total + (1 - fg).cumsum(-1)
-    jaccard = 1 - intersection / union
-    return torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], -1)
+    fg = fg_sorted.bool()
+    n = fg.shape[-1]
+    count = torch.int32 if n < 2**31 else torch.int64
+    f = fg.cumsum(-1, dtype=count)
+    total = f[..., -1:]
+    inter = (total - f).to(dtype) + smooth
+    union = (torch.arange(1, n + 1, device=fg.device, dtype=count) + (total - f)).to(dtype) + smooth
+    grad = torch.where(fg, 1 / union, inter / ((union - 1) * union))
+    first = 1 - inter[..., :1] / union[..., :1]  # J_1 - J_0; also right when P + s = 0
+    return torch.cat([first, grad[..., 1:]], -1)
 
 
 @register_loss(
@@ -33,47 +42,57 @@ def lovasz_grad(fg_sorted: Tensor) -> Tensor:
         "Berman, Rannen Triki, Blaschko. The Lovász-Softmax Loss: A Tractable Surrogate for the "
         "Optimization of the Intersection-over-Union Measure in Neural Networks. CVPR 2018"
     ),
+    ranges={"smooth": (0, None)},
+    choices={"classes": ("present", "all")},
 )
 class LovaszSoftmaxLoss(SegLoss):
     """Lovász-Softmax: per class, the Lovász extension of the Jaccard loss on the errors ``|t - p|``.
 
     For class ``c`` the pixel errors ``m_i(c) = |t_i^c - p_i^c|`` (softmax ``p``) are sorted in
     decreasing order and dotted with the Lovász gradient of the Jaccard loss (survey eq. 12, Berman
-    Alg. 1). ``per_image=False`` (the original default) sorts all pixels of the batch together;
-    ``True`` computes the loss per image and averages over the images that have a valid pixel.
-    ``classes="present"`` (default) averages over the classes present in the target (of the batch,
-    or of the image); ``"all"`` over all classes, so an absent class costs its largest predicted
-    probability. Ignored pixels are sorted last with zero error, which leaves the value and the
-    gradient unchanged and keeps shapes static; presence is a 0/1 weight on the device, so there is
-    no host sync per class. An all-ignored batch gives 0.
+    Alg. 1). ``batch=True`` (the original's ``per_image=False``, its default) sorts all pixels of the
+    batch together; ``False`` computes the loss per image and averages over the images that have a
+    valid pixel. ``classes="present"`` (default) averages over the classes present in the target (of
+    the batch, or of the image); ``"all"`` over all classes, so an absent class costs its largest
+    predicted probability. ``include_background=False`` leaves class 0 out. ``smooth`` is added to
+    the intersection and the union of every prefix (``1 - (I + s)/(U + s)``); the original has none
+    (``s=0``, the default: the union of a prefix is never 0). Ignored pixels are sorted last with zero
+    error, which leaves the value and the gradient unchanged and keeps shapes static; presence is a
+    0/1 weight on the device, so there is no host sync. One sort orders every class (and image) at
+    once, on the errors' float32 bit patterns as integers (the same order for errors >= 0, and a
+    faster sort than on floats). An all-ignored batch gives 0.
     """
 
     def __init__(
         self,
         num_classes: int,
         ignore_index: int = 255,
-        per_image: bool = False,
         classes: Literal["present", "all"] = "present",
+        smooth: float = 0.0,
+        batch: bool = True,
+        include_background: bool = True,
     ) -> None:
         super().__init__(num_classes, ignore_index)
-        if classes not in ("present", "all"):
-            raise ValueError(f"loss 'lovasz': classes={classes!r} must be 'present' or 'all'")
-        self.per_image, self.classes = per_image, classes
+        if not include_background and num_classes < 2:
+            raise ValueError(
+                f"loss 'lovasz': include_background=False needs num_classes >= 2, got {num_classes}"
+            )
+        self.classes, self.smooth, self.batch = classes, float(smooth), bool(batch)
+        self.first = 0 if include_background else 1
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        valid, fg = self.valid(target), self.one_hot(target)
-        errors = (fg - self.probs(logits, target)).abs()
-        groups = target.shape[0] if self.per_image else 1
-        errors = errors.transpose(0, 1).reshape(self.num_classes, groups, -1)  # [C, G, N]
-        fg = fg.transpose(0, 1).reshape(self.num_classes, groups, -1)
+        valid, fg = self.valid(target), self.one_hot(target)[:, self.first :]
+        errors = (fg - self.probs(logits, target)[:, self.first :]).abs()
+        k, groups = fg.shape[1], 1 if self.batch else target.shape[0]
+        errors = errors.transpose(0, 1).reshape(k, groups, -1)  # [K, G, N]
+        fg = fg.transpose(0, 1).reshape(k, groups, -1)
         valid = valid.reshape(groups, -1)
-        # sort keys: ignored pixels get -1 so they come after every valid error (all >= 0)
-        losses = []
-        for c in range(self.num_classes):  # one class at a time keeps memory at one [G, N] sort
-            _, order = torch.where(valid, errors[c], -1.0).sort(-1, descending=True)
-            grad = lovasz_grad(fg[c].gather(-1, order)).float()
-            losses.append((errors[c].gather(-1, order) * grad).sum(-1))
-        losses = torch.stack(losses, -1)  # [G, C]
+        # ascending sort of -bits: decreasing error (bits of floats >= 0 are ordered as the floats);
+        # ignored pixels get +1 so they come after every valid error
+        key = torch.where(valid, -errors.detach().view(torch.int32), 1)
+        order = key.sort(-1).indices
+        grad = lovasz_grad(fg.bool().gather(-1, order), self.smooth, torch.float32)
+        losses = (errors.gather(-1, order) * grad).sum(-1).T  # [G, K]
         if self.classes == "present":
             weight = (fg.sum(-1) > 0).T.float()
         else:

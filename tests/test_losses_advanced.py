@@ -107,7 +107,7 @@ def test_wasserstein_dice_rejects_an_invalid_distance_matrix_by_name(dist, messa
 def test_lovasz_matches_smp_value_and_gradient(per_image):
     logits, target = sample(3, 5, 9, 10)
     ours_in, smp_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    ours = create_loss("lovasz", num_classes=5, per_image=per_image)(ours_in, target)
+    ours = create_loss("lovasz", num_classes=5, batch=not per_image)(ours_in, target)
     reference = LovaszLoss("multiclass", per_image=per_image, ignore_index=IGNORE)(smp_in, target)
     ours.backward(), reference.backward()
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
@@ -118,7 +118,7 @@ def test_lovasz_matches_smp_value_and_gradient(per_image):
 def test_lovasz_all_classes_matches_the_reference_code(per_image):
     logits, target = sample(2, 5, 8, 8)
     target = torch.where(target == 4, 3, target)  # class 4 absent: "all" charges it, "present" does not
-    ours = create_loss("lovasz", num_classes=5, per_image=per_image, classes="all")(logits, target)
+    ours = create_loss("lovasz", num_classes=5, batch=not per_image, classes="all")(logits, target)
     reference = _lovasz_softmax(logits.softmax(1), target, classes="all", per_image=per_image, ignore=IGNORE)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
 
