@@ -54,8 +54,27 @@ def run_name(overrides: Iterable[str]) -> str:
     return name
 
 
+def loss_sweep(selector: str = "all") -> str:
+    """``${losses:survey}``: the survey's losses as a sweep (``a,b,c``); ``${losses:extra}`` the
+    others, ``${losses:all}`` every registered loss, ``${losses:<category>}`` one category."""
+    import losses
+
+    if selector in ("all", "survey", "extra"):
+        names = losses.list_losses(survey={"all": None, "survey": True, "extra": False}[selector])
+    elif selector in losses.CATEGORIES:
+        names = losses.list_losses(category=selector)
+    else:
+        raise ValueError(
+            f"${{losses:{selector}}}: choose all, survey, extra or a category ({', '.join(losses.CATEGORIES)})"
+        )
+    return ",".join(names)
+
+
 def register_resolvers() -> None:
-    """Register ``${run_name:...}`` (run/sweep dirs) and ``${cwd:}`` (the launch folder); idempotent."""
+    """Register ``${run_name:...}`` (run/sweep dirs), ``${cwd:}`` (the launch folder) and
+    ``${losses:...}`` (loss lists for sweeps, see :func:`loss_sweep`); idempotent."""
+    if not OmegaConf.has_resolver("losses"):
+        OmegaConf.register_new_resolver("losses", loss_sweep)
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", lambda overrides: run_name(list(overrides)))
     if not OmegaConf.has_resolver("cwd"):

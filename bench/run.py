@@ -115,11 +115,13 @@ def _run(
                 f"data.num_classes={cfg.data.num_classes} but dataset {cfg.data.name!r} has "
                 f"{train_set.num_classes} classes {train_set.class_names}"
             )
-        info = losses.loss_info(cfg.loss.name)
+        loss_params = OmegaConf.to_container(cfg.loss.params, resolve=True)
+        info = losses.loss_info(cfg.loss.name, loss_params)  # a composite: its terms' inputs
         loss_fn = losses.create_loss(
             cfg.loss.name,
             num_classes=cfg.data.num_classes,
-            **OmegaConf.to_container(cfg.loss.params, resolve=True),
+            ignore_index=int(cfg.data.ignore_index),
+            **loss_params,
         )
         model = build_model(
             cfg.model.arch,

@@ -7,7 +7,9 @@
 This package never imports ``bench``; use it in your own training code as well.
 """
 
-from . import boundary, cldice, combination, inverseform, lovasz, pixel, region, rmi, tloss, wasserstein  # noqa: F401  (importing a module registers its losses)
+# importing a module registers its losses; composite last (its default terms name other losses)
+from . import boundary, cldice, combination, inverseform, lovasz, pixel, region, rmi, tloss, wasserstein  # noqa: F401, I001
+from . import composite  # noqa: F401
 from .registry import (
     CATEGORIES,
     RUNTIME_INPUTS,
