@@ -85,15 +85,26 @@ class ComboLoss(WeightedSum):
         )
 
 
-class ExpLogDice(SegLoss):
-    """``mean_c (-ln Dice_c)^γ`` with the linear soft Dice ``(2 Σ p t + s) / (Σ p + Σ t + s)``."""
+def _first_class(name: str, num_classes: int, include_background: bool) -> int:
+    """The first class a region term scores: 0, or 1 without the background."""
+    if not include_background and num_classes < 2:
+        raise ValueError(f"loss {name!r}: include_background=False needs num_classes >= 2, got {num_classes}")
+    return 0 if include_background else 1
 
-    def __init__(self, num_classes: int, ignore_index: int, gamma: float, smooth: float, batch: bool) -> None:
+
+class ExpLogDice(SegLoss):
+    """``mean_c (-ln Dice_c)^γ`` with the linear soft Dice ``(2 Σ p t + s) / (Σ p + Σ t + s)``
+    (classes from ``first`` on)."""
+
+    def __init__(
+        self, num_classes: int, ignore_index: int, gamma: float, smooth: float, batch: bool, first: int
+    ) -> None:
         super().__init__(num_classes, ignore_index)
-        self.gamma, self.smooth, self.batch = float(gamma), float(smooth), bool(batch)
+        self.gamma, self.smooth, self.batch, self.first = float(gamma), float(smooth), bool(batch), first
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        tp, fp, fn = soft_sums(self.probs(logits, target), self.one_hot(target), self.batch)
+        p, t = self.probs(logits, target)[:, self.first :], self.one_hot(target)[:, self.first :]
+        tp, fp, fn = soft_sums(p, t, self.batch)
         dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth)  # 2tp + fp + fn = Σ p + Σ t
         return power(-dice.log(), self.gamma).mean()
 
@@ -135,8 +146,9 @@ class ExpLogLoss(WeightedSum):
     smoothing ``ε=1`` in the per-class Dice (kept here: with a tiny ε, ``-ln Dice`` of a class
     absent from the batch explodes), label weights ``w_l = (Σ_k f_k / f_l)^0.5``. The frequencies
     ``f`` are counted over the valid pixels of the batch (the runner knows no dataset statistics).
-    Dice is per class over the batch (``batch=True``) or per image, averaged over all classes,
-    background included. The survey (eqs. 33–35) takes ``-log`` of the Dice *loss* and of the
+    Dice is per class over the batch (``batch=True``) or per image, averaged over the classes,
+    background included unless ``include_background=False`` (the cross term always covers every
+    valid pixel). The survey (eqs. 33–35) takes ``-log`` of the Dice *loss* and of the
     weighted CE; the original takes ``-ln`` of the Dice coefficient and of each pixel's
     probability, as here.
     """
@@ -151,48 +163,65 @@ class ExpLogLoss(WeightedSum):
         gamma_cross: float = 0.3,
         smooth: float = 1.0,
         batch: bool = True,
+        include_background: bool = True,
     ) -> None:
+        first = _first_class("exp_log", num_classes, include_background)
         super().__init__(
             num_classes,
             ignore_index,
             {
-                "dice": (w_dice, ExpLogDice(num_classes, ignore_index, gamma_dice, smooth, batch)),
+                "dice": (w_dice, ExpLogDice(num_classes, ignore_index, gamma_dice, smooth, batch, first)),
                 "cross": (w_cross, ExpLogCross(num_classes, ignore_index, gamma_cross)),
             },
         )
 
 
 class AsymmetricFocal(SegLoss):
-    """Modified asymmetric focal term ``-(1-δ)(1-p_0)^γ ln p_0`` at background pixels and
-    ``-δ ln p_c`` at pixels of the rare classes ``c ≥ 1``; mean over valid pixels."""
+    """Modified asymmetric focal term ``-(1-δ)(1-p_0)^γ ln p_0`` at background pixels (0 unless
+    ``background``) and ``-δ ln p_c`` at pixels of the rare classes ``c ≥ 1``; mean over valid
+    pixels."""
 
-    def __init__(self, num_classes: int, ignore_index: int, delta: float, gamma: float) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int, delta: float, gamma: float, background: bool
+    ) -> None:
         super().__init__(num_classes, ignore_index)
-        self.delta, self.gamma = float(delta), float(gamma)
+        self.delta, self.gamma, self.background = float(delta), float(gamma), bool(background)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         t = self.safe_target(target)
         logp_t = logits.float().log_softmax(1).gather(1, t.unsqueeze(1)).squeeze(1)
-        background = (1 - self.delta) * power(1 - logp_t.exp(), self.gamma) * -logp_t
+        weight = (1 - self.delta) if self.background else 0.0
+        background = weight * power(1 - logp_t.exp(), self.gamma) * -logp_t
         return masked_mean(torch.where(t == 0, background, self.delta * -logp_t), self.valid(target))
 
 
 class AsymmetricFocalTversky(SegLoss):
     """Modified asymmetric focal Tversky term: ``1 - mTI_0`` for the background and
-    ``(1 - mTI_c)^(1-γ)`` for the rare classes, ``mTI = (TP + ε) / (TP + δ FN + (1-δ) FP + ε)``;
-    mean over classes (and images unless ``batch``)."""
+    ``(1 - mTI_c)^(1-γ)`` for the rare classes, ``mTI = (TP + s) / (TP + δ FN + (1-δ) FP + s)``;
+    mean over the classes (the background's term only if ``background``) and images unless
+    ``batch``."""
 
-    eps = 1e-7  # the authors' K.epsilon()
-
-    def __init__(self, num_classes: int, ignore_index: int, delta: float, gamma: float, batch: bool) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int,
+        delta: float,
+        gamma: float,
+        smooth: float,
+        batch: bool,
+        background: bool,
+    ) -> None:
         super().__init__(num_classes, ignore_index)
-        self.delta, self.gamma, self.batch = float(delta), float(gamma), bool(batch)
+        self.delta, self.gamma, self.smooth = float(delta), float(gamma), float(smooth)
+        self.batch, self.background = bool(batch), bool(background)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         tp, fp, fn = soft_sums(self.probs(logits, target), self.one_hot(target), self.batch)
-        mti = (tp + self.eps) / (tp + self.delta * fn + (1 - self.delta) * fp + self.eps)
-        background, rare = 1 - mti[..., :1], power(1 - mti[..., 1:], 1 - self.gamma)
-        return torch.cat([background, rare], -1).mean()
+        mti = (tp + self.smooth) / (tp + self.delta * fn + (1 - self.delta) * fp + self.smooth)
+        rare = power(1 - mti[..., 1:], 1 - self.gamma)
+        if not self.background:
+            return rare.mean()
+        return torch.cat([1 - mti[..., :1], rare], -1).mean()
 
 
 @register_loss(
@@ -201,7 +230,7 @@ class AsymmetricFocalTversky(SegLoss):
     reference="Yeung, Sala, Schönlieb, Rundo. Unified Focal loss: Generalising Dice and cross "
     "entropy-based losses to handle class imbalanced medical image segmentation. CMIG 2022",
     original="binary",
-    ranges={"weight": (0, 1), "delta": (0, 1), "gamma": (0, 1)},
+    ranges={"weight": (0, 1), "delta": (0, 1), "gamma": (0, 1), "smooth": (0, None)},
 )
 class UnifiedFocalLoss(WeightedSum):
     """Asymmetric Unified Focal loss ``λ·L_maF + (1-λ)·L_maFT``; λ=0.5, δ=0.6, γ=0.5 (Yeung et al.).
@@ -212,7 +241,10 @@ class UnifiedFocalLoss(WeightedSum):
     ``δ`` and Tversky term ``(1-mTI)^(1-γ)``. The authors' code is binary (one background and one
     foreground channel); this is its one-vs-rest extension to C classes. Reductions as the authors':
     the focal term is averaged over pixels, the Tversky term over classes and images
-    (``batch=False``: mTI per image), ``ε=1e-7``. The paper writes λ on the focal term, the authors'
+    (``batch=False``: mTI per image), smoothing ``smooth=1e-7`` (their ``K.epsilon()``) in mTI.
+    ``include_background=False`` leaves out the suppressed background terms (the focal term at
+    background pixels, which then count as 0 in its pixel mean, and the background's Tversky term),
+    keeping only the enhanced rare-class terms. The paper writes λ on the focal term, the authors'
     code on the Tversky term (the same at 0.5); here the paper's. MONAI's port averages the focal term
     also over the two classes, i.e. halves it. Probabilities are not clipped to ``[ε, 1-ε]``.
     """
@@ -224,20 +256,23 @@ class UnifiedFocalLoss(WeightedSum):
         weight: float = 0.5,
         delta: float = 0.6,
         gamma: float = 0.5,
+        smooth: float = 1e-7,
         batch: bool = False,
+        include_background: bool = True,
     ) -> None:
         if num_classes < 2:
             raise ValueError(
                 f"loss 'unified_focal': num_classes={num_classes} must be >= 2 (class 0 is the background)"
             )
+        bg = bool(include_background)
         super().__init__(
             num_classes,
             ignore_index,
             {
-                "focal": (weight, AsymmetricFocal(num_classes, ignore_index, delta, gamma)),
+                "focal": (weight, AsymmetricFocal(num_classes, ignore_index, delta, gamma, bg)),
                 "tversky": (
                     1 - weight,
-                    AsymmetricFocalTversky(num_classes, ignore_index, delta, gamma, batch),
+                    AsymmetricFocalTversky(num_classes, ignore_index, delta, gamma, smooth, batch, bg),
                 ),
             },
         )
@@ -249,23 +284,31 @@ class UnifiedFocalLoss(WeightedSum):
     reference="Chen et al. TransUNet: Transformers Make Strong Encoders for Medical Image Segmentation. "
     "arXiv 2102.04306, 2021",
     survey=False,
-    ranges={"lambda_ce": (0, None), "lambda_dice": (0, None)},
+    ranges={"lambda_ce": (0, None), "lambda_dice": (0, None), "smooth": (0, None)},
 )
 class DiceCELoss(WeightedSum):
-    """TransUNet's ``0.5·CE + 0.5·Dice``: ``ce`` plus ``dice`` with its defaults.
+    """TransUNet's ``0.5·CE + 0.5·Dice``: ``ce`` plus ``dice`` (squared denominators).
 
-    ``dice``'s defaults are TransUNet's Dice: squared denominators, per class over the batch,
-    smoothing 1e-5, mean over all classes including the background.
+    ``smooth``, ``batch`` and ``include_background`` are the Dice term's; their defaults are
+    TransUNet's Dice (and ``dice``'s): smoothing 1e-5, per class over the batch, mean over all
+    classes including the background.
     """
 
     def __init__(
-        self, num_classes: int, ignore_index: int = 255, lambda_ce: float = 0.5, lambda_dice: float = 0.5
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        lambda_ce: float = 0.5,
+        lambda_dice: float = 0.5,
+        smooth: float = 1e-5,
+        batch: bool = True,
+        include_background: bool = True,
     ) -> None:
+        dice = DiceLoss(
+            num_classes, ignore_index, smooth=smooth, batch=batch, include_background=include_background
+        )
         super().__init__(
             num_classes,
             ignore_index,
-            {
-                "ce": (lambda_ce, CrossEntropyLoss(num_classes, ignore_index)),
-                "dice": (lambda_dice, DiceLoss(num_classes, ignore_index)),
-            },
+            {"ce": (lambda_ce, CrossEntropyLoss(num_classes, ignore_index)), "dice": (lambda_dice, dice)},
         )

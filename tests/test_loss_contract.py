@@ -21,6 +21,8 @@ from losses import create_loss, list_losses, loss_info
 
 B, C, H, W = 2, 4, 16, 16
 FEATURES = 8
+#: the ignore tests run with the usual 255 and with torch's -100: no loss may hard-code 255
+IGNORES = (255, -100)
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 
 #: property -> {loss name: why it cannot hold}. Keep this the only place with per-loss exceptions.
@@ -61,10 +63,10 @@ def make(tmp_path_factory) -> Callable[..., nn.Module]:
     ``hparams`` (they stand in for what a test cannot have, such as a trained checkpoint)."""
     tmp, built = tmp_path_factory.mktemp("losses"), {}
 
-    def make(name: str, **hparams) -> nn.Module:
+    def make(name: str, ignore_index: int = 255, **hparams) -> nn.Module:
         if name not in built:
             built[name] = BUILD[name](tmp) if name in BUILD else {}
-        return create_loss(name, num_classes=C, **{**hparams, **built[name]})
+        return create_loss(name, num_classes=C, ignore_index=ignore_index, **{**hparams, **built[name]})
 
     return make
 
@@ -81,14 +83,14 @@ def runtime_inputs(name: str) -> dict:
     return out
 
 
-def random_target(classes: int = C, ignored: float = 0.0) -> Tensor:
+def random_target(classes: int = C, ignored: float = 0.0, ignore: int = 255) -> Tensor:
     target = torch.randint(0, classes, (B, H, W))
-    return torch.where(torch.rand(B, H, W) < ignored, torch.full_like(target, 255), target)
+    return torch.where(torch.rand(B, H, W) < ignored, torch.full_like(target, ignore), target)
 
 
 def confident(target: Tensor, margin: float = 12.0) -> Tensor:
     """Logits with ``margin`` on the target class (class 0 at ignored pixels)."""
-    safe = torch.where(target == 255, torch.zeros_like(target), target)
+    safe = torch.where((target < 0) | (target >= C), torch.zeros_like(target), target)
     return margin * F.one_hot(safe, C).permute(0, 3, 1, 2).float()
 
 
@@ -129,13 +131,11 @@ def test_perfect_prediction_scores_below_worse_and_random(name, make):
     assert perfect <= random, f"perfect {perfect:.6g} > random {random:.6g}"
 
 
+@pytest.mark.parametrize("ignore", IGNORES)
 @pytest.mark.parametrize("name", cases("finite_random"))
-def test_random_inputs_give_finite_value_and_gradients(name, make):
-    assert_finite(
-        *value_and_grads(
-            make(name), torch.randn(B, C, H, W), random_target(ignored=0.2), runtime_inputs(name)
-        )
-    )
+def test_random_inputs_give_finite_value_and_gradients(name, ignore, make):
+    target = random_target(ignored=0.2, ignore=ignore)
+    assert_finite(*value_and_grads(make(name, ignore), torch.randn(B, C, H, W), target, runtime_inputs(name)))
 
 
 @pytest.mark.parametrize("name", cases("finite_absent_class"))
@@ -152,27 +152,29 @@ def test_single_class_gives_finite_value_and_gradients(name, make):
     assert_finite(*value_and_grads(make(name), confident(target), target, runtime_inputs(name)))
 
 
+@pytest.mark.parametrize("ignore", IGNORES)
 @pytest.mark.parametrize("name", cases("all_ignored_is_zero"))
-def test_all_ignored_batch_gives_zero_with_finite_gradients(name, make):
-    target = torch.full((B, H, W), 255)
-    value, grads = value_and_grads(make(name), torch.randn(B, C, H, W), target, runtime_inputs(name))
+def test_all_ignored_batch_gives_zero_with_finite_gradients(name, ignore, make):
+    target = torch.full((B, H, W), ignore)
+    value, grads = value_and_grads(make(name, ignore), torch.randn(B, C, H, W), target, runtime_inputs(name))
     assert_finite(value, grads)
     assert abs(value.item()) < 1e-6, f"all-ignored batch gives {value.item()}, expected 0"
     assert not grads[0].any(), "ignored pixels receive a gradient"
 
 
+@pytest.mark.parametrize("ignore", IGNORES)
 @pytest.mark.parametrize("name", cases("ignored_logits_inert"))
-def test_logits_at_ignored_pixels_change_neither_value_nor_gradient(name, make):
-    target, inputs = random_target(ignored=0.3), runtime_inputs(name)
+def test_logits_at_ignored_pixels_change_neither_value_nor_gradient(name, ignore, make):
+    target, inputs = random_target(ignored=0.3, ignore=ignore), runtime_inputs(name)
     a = torch.randn(B, C, H, W)
-    b = torch.where((target == 255).unsqueeze(1), 10 * torch.randn(B, C, H, W), a)
-    loss = make(name)
+    b = torch.where((target == ignore).unsqueeze(1), 10 * torch.randn(B, C, H, W), a)
+    loss = make(name, ignore)
     value_a, grads_a = value_and_grads(loss, a, target, inputs)
     value_b, grads_b = value_and_grads(loss, b, target, inputs)
     torch.testing.assert_close(value_a, value_b)
     for ga, gb in zip(grads_a, grads_b, strict=True):
         torch.testing.assert_close(ga, gb)
-    assert not (grads_a[0] * (target == 255).unsqueeze(1)).any(), "ignored pixels receive a gradient"
+    assert not (grads_a[0] * (target == ignore).unsqueeze(1)).any(), "ignored pixels receive a gradient"
 
 
 @pytest.mark.parametrize("name", cases("bf16_autocast"))
@@ -219,6 +221,14 @@ def test_config_file_names_the_loss_and_its_params_are_accepted(name, make):
     assert set(conf) == {"name", "params"}, f"{path}: keys {sorted(conf)}"
     assert conf["name"] == name
     make(name, **(conf["params"] or {}))
+
+
+@pytest.mark.parametrize("name", list_losses())
+def test_config_params_are_the_registry_defaults(name):
+    """``conf/loss/<name>.yaml`` spells out every hyper-parameter at its signature default: a run of
+    ``+loss=<name>`` is the loss as documented, and its record lists all of its hyper-parameters."""
+    params = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml")).get("params") or {}
+    assert params == loss_info(name).hparams, f"conf/loss/{name}.yaml params differ from the signature"
 
 
 class TinyNet(nn.Module):
