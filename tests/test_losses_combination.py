@@ -252,7 +252,8 @@ def test_sum_rejects_bad_terms_naming_the_term_and_field(terms, message):
 @pytest.mark.slow
 def test_sum_trains_end_to_end_from_the_command_line_and_sweeps(tmp_path):
     """Two composites in one ``-m`` sweep, one needing an aux head and the training progress."""
-    with_aux = "[{name: boundary_aware, weight: 1}, {name: dice, weight: 0.5, params: {batch: false}}, {name: boundary}]"
+    aux_terms = ["{name: boundary_aware, weight: 1}", "{name: dice, weight: 0.5, params: {batch: false}}"]
+    with_aux = "[" + ", ".join([*aux_terms, "{name: boundary}"]) + "]"
     res = bench_cli(
         "-m",
         "+loss=sum",
