@@ -20,8 +20,8 @@ def lovasz_grad(fg_sorted: Tensor, smooth: float = 0.0, dtype: torch.dtype = tor
     ``k`` is ``J_k = 1 - (I_k + s)/(U_k + s)``, ``I_k = P - F_k``, ``U_k = P + B_k``, and the
     gradient is ``J_k - J_(k-1)`` (``J_0 = 0``). It is computed in closed form, without subtracting
     neighbours: ``1/(U_k + s)`` at a foreground pixel, ``(I_k + s)/((U_k - 1 + s)(U_k + s))`` at
-    another one. The counts are exact integers, so a float32 result (``dtype``) is
-    accurate to its rounding for any number of pixels.
+    another one (and ``1/(U_1 + s)`` at the first). The counts are exact integers, so a float32
+    result (``dtype``) is accurate to its rounding for any number of pixels.
     """
     fg = fg_sorted.bool()
     n = fg.shape[-1]
@@ -31,8 +31,8 @@ def lovasz_grad(fg_sorted: Tensor, smooth: float = 0.0, dtype: torch.dtype = tor
     inter = (total - f).to(dtype) + smooth
     union = (torch.arange(1, n + 1, device=fg.device, dtype=count) + (total - f)).to(dtype) + smooth
     grad = torch.where(fg, 1 / union, inter / ((union - 1) * union))
-    first = 1 - inter[..., :1] / union[..., :1]  # J_1 - J_0; also right when P + s = 0
-    return torch.cat([first, grad[..., 1:]], -1)
+    grad[..., 0] = 1 / union[..., 0]  # J_1 - J_0 = (U_1 - I_1)/(U_1 + s), U_1 - I_1 = 1; also when P + s = 0
+    return grad
 
 
 @register_loss(

@@ -287,3 +287,54 @@ def test_generalized_dice_with_default_smoothing_matches_sudre():
     w = 1 / t.sum(0) ** 2
     expected = 1 - 2 * (w * (p * t).sum(0)).sum() / (w * (p.sum(0) + t.sum(0))).sum()
     close(create_loss("generalized_dice", num_classes=C)(logits, target), expected)
+
+
+# --- Lovász-Softmax options ---------------------------------------------------------------------------
+
+
+def np_lovasz_class(errors: np.ndarray, fg: np.ndarray, smooth: float) -> float:
+    """Berman et al., Alg. 1 for one class: errors sorted decreasingly, dotted with the differences
+    of the (smoothed) Jaccard loss of each prefix."""
+    order = np.argsort(-errors, kind="stable")
+    e, f = errors[order], fg[order]
+    inter = f.sum() - np.cumsum(f)
+    union = f.sum() + np.cumsum(1 - f)
+    jaccard = 1 - (inter + smooth) / (union + smooth)
+    return float(e @ np.diff(jaccard, prepend=0.0))
+
+
+@pytest.mark.parametrize(
+    ("batch_", "smooth", "include_background", "classes"),
+    [(True, 0.0, False, "present"), (False, 0.5, True, "present"), (True, 2.0, False, "all")],
+)
+def test_lovasz_options_match_berman_transcription(batch_, smooth, include_background, classes):
+    logits, target = batch(0.2, classes=C - 1)  # class C-1 absent: "all" charges it
+    first = 0 if include_background else 1
+    per_group = []
+    for images in [range(B)] if batch_ else [[b] for b in range(B)]:
+        p, t = np_pixels(logits[list(images)], target[list(images)])
+        scores = [
+            np_lovasz_class(np.abs(t[:, c] - p[:, c]), t[:, c], smooth)
+            for c in range(first, C)
+            if classes == "all" or t[:, c].any()
+        ]
+        per_group.append(np.mean(scores))
+    loss = create_loss(
+        "lovasz",
+        num_classes=C,
+        batch=batch_,
+        smooth=smooth,
+        include_background=include_background,
+        classes=classes,
+    )
+    close(loss(logits, target), np.mean(per_group))
+
+
+def test_lovasz_gradient_is_exact_in_float32_for_large_counts():
+    from losses.lovasz import lovasz_grad
+
+    n = 2**25
+    fg = torch.zeros(n, dtype=torch.bool)
+    fg[::3] = True
+    exact, single = lovasz_grad(fg), lovasz_grad(fg, dtype=torch.float32)
+    torch.testing.assert_close(single.double(), exact, rtol=1e-6, atol=0)
