@@ -16,6 +16,7 @@ is the NaN-mean over its classes (excluded empty pairs are NaN), then the mean o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -237,6 +238,12 @@ def size_table(
     return pd.DataFrame(rows)
 
 
+def _hashable(value: Any) -> Any:
+    """A list or mapping value (e.g. a composite loss's ``terms``) as compact JSON, so that it can
+    key a group; other values unchanged."""
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else value
+
+
 def sensitivity_table(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """``metric`` against each hyper-parameter changed from its default, per section and loss.
 
@@ -252,10 +259,10 @@ def sensitivity_table(runs: pd.DataFrame, metric: str | None = None) -> pd.DataF
         points = []
         for params, value in zip(g["params"], g[m].to_numpy(dtype=float), strict=True):
             changed = changed_params(loss, params)
-            points.append((",".join(changed), tuple(changed.values()), value))
+            points.append((",".join(changed), tuple(map(_hashable, changed.values())), value))
         for hparam in sorted({h for h, _, _ in points} - {""}):
             defaults = losses.loss_info(loss).hparams
-            base = tuple(defaults[k] for k in hparam.split(","))
+            base = tuple(_hashable(defaults[k]) for k in hparam.split(","))
             by_value: dict[tuple, list[float]] = {}
             for h, val, v in points:
                 if h in (hparam, ""):

@@ -233,3 +233,20 @@ def test_sensitivity_table_puts_the_default_run_on_every_hyperparameter_curve():
     assert list(table[table["hparam"] == "beta"]["value"]) == [0.7, 0.9]
     both = table[table["hparam"] == "alpha,beta"]
     assert list(both["value"]) == [(0.3, 0.7), (0.5, 0.5)]
+
+
+def test_sensitivity_table_groups_a_swept_composite_by_its_terms():
+    def run(terms, seed, dsc):
+        return {**IDENT, "category": "combination", "loss": "sum", "status": "completed"} | {
+            "seed": seed,
+            "params": {"terms": terms},
+            "dsc": dsc,
+        }
+
+    default, other = losses.loss_info("sum").hparams["terms"], [{"name": "dice"}, {"name": "ce"}]
+    table = sensitivity_table(pd.DataFrame([run(default, 0, 0.6), run(other, 0, 0.7), run(other, 1, 0.8)]))
+    assert list(table["hparam"]) == ["terms", "terms"]
+    assert sorted(zip(table["default"], table["mean"], table["n"], strict=True)) == [
+        (False, pytest.approx(0.75), 2),
+        (True, pytest.approx(0.6), 1),
+    ]
