@@ -110,7 +110,7 @@ def register_loss(
         if name in _REGISTRY:
             raise ValueError(f"loss {name!r} is registered twice")
         doc = inspect.getdoc(factory) or ""
-        _REGISTRY[name] = LossInfo(
+        info = LossInfo(
             name=name,
             factory=factory,
             category=category,
@@ -125,6 +125,10 @@ def register_loss(
             specialise=specialise,
             summary=doc.split("\n\n")[0].replace("\n", " "),
         )
+        undeclared = (set(info.ranges) | set(info.choices)) - set(info.hparams)
+        if undeclared:
+            raise ValueError(f"loss {name!r}: ranges/choices name no hyper-parameter: {sorted(undeclared)}")
+        _REGISTRY[name] = info
         return factory
 
     return deco

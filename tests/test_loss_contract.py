@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from losses import create_loss, list_losses, loss_info
+from losses import create_loss, list_losses, loss_info, register_loss
 
 B, C, H, W = 2, 4, 16, 16
 FEATURES = 8
@@ -208,6 +208,17 @@ def test_value_outside_the_choices_is_rejected_naming_the_field_and_the_fix(name
     bad = 1 if isinstance(allowed[0], bool) else "no_such_choice"  # 1 == True, but not a bool
     with pytest.raises(ValueError, match=rf"{field}={bad!r} is not one of .*loss\.params\.{field}"):
         create_loss(name, num_classes=C, **{field: bad})
+
+
+def test_registering_ranges_or_choices_of_no_hyperparameter_fails():
+    def factory(num_classes: int, ignore_index: int = 255, gamma: float = 1.0, mode: str = "a") -> nn.Module:
+        return nn.Identity()
+
+    with pytest.raises(ValueError, match=r"name no hyper-parameter: \['gama', 'moed'\]"):
+        register_loss("_typo", category="pixel", reference="-", ranges={"gama": (0, 1)}, choices={"moed": ("a",)})(
+            factory
+        )
+    assert "_typo" not in list_losses()
 
 
 def test_list_losses_selects_the_survey_losses():
