@@ -215,9 +215,8 @@ def test_registering_ranges_or_choices_of_no_hyperparameter_fails():
         return nn.Identity()
 
     with pytest.raises(ValueError, match=r"name no hyper-parameter: \['gama', 'moed'\]"):
-        register_loss("_typo", category="pixel", reference="-", ranges={"gama": (0, 1)}, choices={"moed": ("a",)})(
-            factory
-        )
+        typos = {"ranges": {"gama": (0, 1)}, "choices": {"moed": ("a",)}}
+        register_loss("_typo", category="pixel", reference="-", **typos)(factory)
     assert "_typo" not in list_losses()
 
 
