@@ -64,9 +64,8 @@ def loss_sweep(selector: str = "all") -> str:
     elif selector in losses.CATEGORIES:
         names = losses.list_losses(category=selector)
     else:
-        raise ValueError(
-            f"${{losses:{selector}}}: choose all, survey, extra or a category ({', '.join(losses.CATEGORIES)})"
-        )
+        categories = ", ".join(losses.CATEGORIES)
+        raise ValueError(f"${{losses:{selector}}}: choose all, survey, extra or a category ({categories})")
     return ",".join(names)
 
 
