@@ -14,13 +14,15 @@ from .registry import register_loss
 
 def pool_masked(x: Tensor, mask: Tensor, size: int, kind: str) -> tuple[Tensor, Tensor]:
     """Down-sample ``x [B,C,H,W]`` by ``size`` (stride = size, padding size//2, as the official code)
-    over the valid pixels of ``mask [B,1,H,W]`` only; returns the pooled map and its cell validity."""
+    with the pixels outside ``mask [B,1,H,W]`` set to 0; returns the pooled map and its cell validity.
+
+    As the official code, ``"avg"`` divides every cell's sum by ``size²``, also where the cell
+    overlaps the zero padding or ignored pixels (``count_include_pad``)."""
     pad = size // 2
     cell = F.max_pool2d(mask, size, size, pad)
     if kind == "max":  # x >= 0 and zero where ignored, so the max runs over the valid pixels
         return F.max_pool2d(x * mask, size, size, pad), cell
-    total = F.avg_pool2d(x * mask, size, size, pad)
-    return total / F.avg_pool2d(mask, size, size, pad).clamp_min(1e-12), cell
+    return F.avg_pool2d(x * mask, size, size, pad, count_include_pad=True), cell
 
 
 def centred_vectors(x: Tensor, weight: Tensor, radius: int) -> Tensor:
@@ -83,9 +85,12 @@ class RMILoss(SegLoss):
     ``[B,C,9,9]``. Deviations, none of which changes the gradient: ``r²·log α`` is subtracted so the
     RMI term is ``½ log det(I + Σ_{Y|P}/α) / r² ≥ 0`` (0 for absent classes and empty images, below
     ½ log 2 per class for a perfect prediction); the pixel loss is a mean over valid pixels (official:
-    ``/(count + 1)``). Ignored pixels are excluded from the statistics: pooling runs over the valid
-    pixels of a cell, a cell counts if one of its pixels is valid, a 9-D point if all its cells do,
-    and an image without valid points is left out of the mean.
+    ``/(count + 1)``). Pooling as the official code: ignored pixels enter as 0 (label and
+    probability), and ``pool="avg"`` divides each cell by ``pool_size²`` including the zero padding
+    at the borders. Deviation, for ignored pixels only: the official code keeps every 9-D point,
+    here a cell counts if one of its pixels is valid, a point if all its cells do (points over
+    ignored regions are left out of the statistics), and an image without valid points is left out
+    of the mean; the official ``+1e-6`` on the probabilities cancels in the centred covariances.
     """
 
     alpha = 5e-4  # official _POS_ALPHA: keeps the covariances positive definite

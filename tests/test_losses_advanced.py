@@ -167,7 +167,8 @@ def np_rmi(logits, target, c, radius=3, pool=3, kind="max", lam=0.5, activation=
     hp, wp = (h + 2 * pad - pool) // pool + 1, (w + 2 * pad - pool) // pool + 1
 
     def down(a):
-        """Pool each cell over its valid pixels (0 where it has none) and flag the cells with any."""
+        """Pool each cell with ignored and padded pixels as 0 (avg: sum / pool²) and flag the cells
+        with a valid pixel."""
         out, cell = np.zeros((b, c, hp, wp)), np.zeros((b, hp, wp), dtype=bool)
         for i in range(hp):
             for j in range(wp):
@@ -178,7 +179,7 @@ def np_rmi(logits, target, c, radius=3, pool=3, kind="max", lam=0.5, activation=
                 if kind == "max":
                     out[:, :, i, j] = np.where(m, win, 0).max((2, 3))
                 else:
-                    out[:, :, i, j] = (win * m).sum((2, 3)) / np.maximum(m.sum((2, 3)), 1)
+                    out[:, :, i, j] = (win * m).sum((2, 3)) / pool**2  # official: zeros count
         return out, cell
 
     (yl, cell), (pl, _) = down(y), down(p)
