@@ -257,6 +257,15 @@ class BoundaryAwareLoss(SegLoss):
 # the 8 neighbours (dy, dx), row-major; index 8 is the pixel itself
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
+# the 8 directions of the authors' abl.py in their order (ties go to the first): the four straight
+# ones (down, up, left, right), then the diagonals (up-right, down-right, up-left, down-left)
+_ABL_DIRECTIONS = [(1, 0), (-1, 0), (0, -1), (0, 1), (-1, 1), (1, 1), (-1, -1), (1, -1)]
+
+
+def _float32(x: float) -> float:
+    """``x`` rounded to float32."""
+    return torch.tensor(x, dtype=torch.float32).item()
+
 
 def _shifted(padded: Tensor, dy: int, dx: int, h: int, w: int) -> Tensor:
     """The neighbour at offset (dy, dx) of every pixel, from a map padded by ``r`` on each side."""
@@ -280,21 +289,30 @@ def _shifted(padded: Tensor, dy: int, dx: int, h: int, w: int) -> Tensor:
 class ActiveBoundaryLoss(SegLoss):
     """CE plus the active boundary loss: move predicted boundaries towards the nearest GT boundary.
 
-    Per the authors' ``abl.py``: predicted boundary pixels are those whose KL divergence to the right
+    As the authors' ``abl.py``: predicted boundary pixels are those whose KL divergence to the right
     or lower neighbour (summed) exceeds ε, dilated by 3×3; ε keeps at most ``boundary_ratio`` (1%)
     of the pixels. For each of them the target is the direction, among the 8 neighbours, of the
-    smallest GT distance map value (distance to the nearest GT boundary pixel minus 1, 0 on it;
-    ties go to the first neighbour in row-major order; pixels whose own value is strictly smallest
-    are skipped), and the prediction is the 8 KL divergences ``KL(p_neighbour ‖ p_pixel)``
-    (neighbours detached) used as logits of a cross-entropy with label smoothing 0.2, weighted by
-    ``min(dist, 20)/20`` and averaged over those pixels. Total ``CE + weight·ABL``; the paper also adds
-    a Lovász-softmax term (combine with ``lovasz`` for that). Differences: ε is found per image as
-    the exact quantile in one ``kthvalue`` call (the original grows ε by 1.2× in a Python loop until
-    at most 1% of one image's pixels remain in the whole batch); everything is dense with static
-    shapes, so "no predicted boundary" gives an ABL term of 0 (the original returns ``None``). A GT
-    boundary pixel has a right or lower neighbour with another valid label; the original also makes
-    ignored regions boundary, here they are not, KL pairs and 3×3 neighbourhoods touching an ignored
-    pixel are left out, and images without a GT boundary contribute no ABL term.
+    smallest GT distance map value, ties going to the first in the authors' order (down, up, left,
+    right, then the diagonals up-right, down-right, up-left, down-left); pixels whose own value is
+    strictly smallest are skipped. The distance map is the distance to the nearest GT boundary pixel
+    minus 1 (0 on it), truncated to an integer as the authors' ``int32`` map does
+    (``integer_distances=True``; ``False`` keeps the exact Euclidean distances). The prediction is
+    the 8 KL divergences ``KL(p_neighbour ‖ p_pixel)`` (neighbours detached, image borders
+    replicated) used as logits of a cross-entropy with the authors' label smoothing
+    (``LabelSmoothSoftmaxCEV1``): weight ``1 - ε`` on the target direction and ``ε/8`` on each
+    other one (0.8 / 0.025 at ε = 0.2; torch's ``label_smoothing`` would put ``1 - ε + ε/8`` on the
+    target), weighted by ``min(dist, 20)/20`` and averaged over those pixels. Total
+    ``CE + weight·ABL``; the paper also adds a Lovász-softmax term (combine with ``lovasz`` for
+    that).
+
+    Differences: ε is found per image as the exact quantile in one ``kthvalue`` call
+    (``threshold="image"``); the original grows ε from 1e-5 by 1.2× in a Python loop until at
+    most ``boundary_ratio`` of one image's pixels remain in the whole batch (``threshold="batch"``,
+    one host sync). Everything is dense with static shapes, so "no predicted boundary" gives an ABL term of
+    0 (the original returns ``None``). A GT boundary pixel has a right or lower neighbour with
+    another valid label; the original also makes ignored regions boundary, here they are not, KL
+    pairs and 3×3 neighbourhoods touching an ignored pixel are left out, and images without a GT
+    boundary contribute no ABL term.
     """
 
     def __init__(
@@ -305,18 +323,28 @@ class ActiveBoundaryLoss(SegLoss):
         max_clip_dist: float = 20.0,
         boundary_ratio: float = 0.01,
         label_smoothing: float = 0.2,
+        integer_distances: bool = True,
+        threshold: str = "image",
     ) -> None:
         super().__init__(num_classes, ignore_index)
+        if threshold not in ("image", "batch"):
+            raise ValueError(f"loss 'active_boundary': threshold={threshold!r} must be 'image' or 'batch'")
+        self.threshold = threshold
         self.weight, self.max_clip_dist = float(weight), float(max_clip_dist)
         self.boundary_ratio, self.label_smoothing = float(boundary_ratio), float(label_smoothing)
+        self.integer_distances = bool(integer_distances)
         self.ce = CrossEntropyLoss(num_classes, ignore_index)
 
     def gt_distance(self, target: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """Distance to the nearest GT boundary pixel minus 1 (≥ 0), ``[B,H,W]``; and ``[B]`` has-boundary."""
+        """Distance to the nearest GT boundary pixel minus 1 (≥ 0; truncated to an integer unless
+        ``integer_distances=False``), ``[B,H,W]``; and ``[B]`` has-boundary."""
         down = (target[:, 1:] != target[:, :-1]) & valid[:, 1:] & valid[:, :-1]
         right = (target[:, :, 1:] != target[:, :, :-1]) & valid[:, :, 1:] & valid[:, :, :-1]
         edge = F.pad(down, (0, 0, 0, 1)) | F.pad(right, (0, 1))
-        return (edt_batch(~edge) - 1).clamp_min(0), edge.flatten(1).any(1)
+        d = edt_batch(~edge)
+        if self.integer_distances:
+            d = d.floor()
+        return (d - 1).clamp_min(0), edge.flatten(1).any(1)
 
     def predicted_boundary(self, logp: Tensor, valid: Tensor) -> Tensor:
         """``[B,H,W]`` bool: KL to the lower/right neighbour above the per-image threshold, dilated."""
@@ -326,9 +354,16 @@ class ActiveBoundaryLoss(SegLoss):
         kl_right = (p[..., :-1] * (logp[..., :-1] - logp[..., 1:])).sum(1) * pair_right
         kl = (F.pad(kl_down, (0, 0, 0, 1)) + F.pad(kl_right, (0, 1))).flatten(1)
         n = kl.shape[1]
-        keep = min(int(n * self.boundary_ratio), n - 1)
-        eps = kl.kthvalue(n - keep, dim=1).values.clamp_min(1e-5)
-        found = (kl > eps[:, None]).view_as(valid).float()
+        if self.threshold == "image":
+            keep = min(int(n * self.boundary_ratio), n - 1)
+            eps = kl.kthvalue(n - keep, dim=1).values.clamp_min(1e-5)[:, None]
+        else:  # the authors' loop: ε = 1e-5·1.2^k, the first with ≤ ratio·H·W pixels in the batch
+            flat, keep = kl.flatten(), int(n * self.boundary_ratio)
+            q = flat.kthvalue(flat.numel() - keep).values.item() if keep < flat.numel() else 0.0
+            eps = 1e-5
+            while _float32(eps) < q:  # compared in float32, as the authors' tensor comparison
+                eps *= 1.2
+        found = (kl > eps).view_as(valid).float()
         return F.max_pool2d(found[:, None], 3, 1, 1)[:, 0] > 0
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -338,8 +373,8 @@ class ActiveBoundaryLoss(SegLoss):
         with torch.no_grad():
             dist, has_edge = self.gt_distance(target, valid)
             padded = F.pad(dist, (1, 1, 1, 1), value=1e5)
-            around = torch.stack([_shifted(padded, dy, dx, h, w) for dy, dx in _NEIGHBOURS] + [dist], 1)
-            direction = around.argmin(1)
+            around = torch.stack([_shifted(padded, dy, dx, h, w) for dy, dx in _ABL_DIRECTIONS] + [dist], 1)
+            direction = around.argmin(1)  # the first of equal minima: the authors' tie order
             near_ignored = F.max_pool2d((~valid).float()[:, None], 3, 1, 1)[:, 0] > 0
             select = self.predicted_boundary(logp.detach(), valid) & (direction < 8) & ~near_ignored
             select &= has_edge[:, None, None]
@@ -350,13 +385,14 @@ class ActiveBoundaryLoss(SegLoss):
         kl = torch.stack(
             [
                 _shifted(neg_entropy, dy, dx, h, w) - (_shifted(q, dy, dx, h, w) * logp).sum(1)
-                for dy, dx in _NEIGHBOURS
+                for dy, dx in _ABL_DIRECTIONS
             ],
             1,
         )
-        ce_dir = F.cross_entropy(
-            kl, direction.clamp(max=7), reduction="none", label_smoothing=self.label_smoothing
-        )
+        log_kl = kl.log_softmax(1)
+        own = log_kl.gather(1, direction.clamp(max=7).unsqueeze(1)).squeeze(1)
+        eps = self.label_smoothing
+        ce_dir = -((1 - eps) * own + eps / 8 * (log_kl.sum(1) - own))  # the authors' smoothing
         abl = masked_mean(ce_dir * weight, select)
         return self.ce(logits, target) + self.weight * abl
 

@@ -48,9 +48,7 @@ def test_combo_matches_taghanaki(alpha, beta, classes, include_background):
     bce = -(beta * t * np.log(p) + (1 - beta) * (1 - t) * np.log(1 - p)).mean()  # over pixels and classes
     dice = np_linear_dice(p, t, 1.0).mean()
     expected = alpha * bce - (1 - alpha) * dice + (1 - alpha)  # the original, shifted by 1-α to be ≥ 0
-    mine = create_loss(
-        "combo", num_classes=C, alpha=alpha, beta=beta, include_background=include_background
-    )
+    mine = create_loss("combo", num_classes=C, alpha=alpha, beta=beta, include_background=include_background)
     close(mine(logits, target), expected)
 
 
