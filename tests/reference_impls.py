@@ -8,6 +8,8 @@ original needs from its caller (e.g. which pixels it can be given).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -99,3 +101,85 @@ def masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if (target != IGNORE).any():
         return F.cross_entropy(logits, target, ignore_index=IGNORE)
     return logits.sum() * 0
+
+
+# --- conditional boundary loss: dywu98/CBL-Conditional-Boundary-Loss (biou.py, CBLocr_head.py) -------
+
+
+def cbl_authors_boundary(target: torch.Tensor, dilation_ratio: float = 0.02) -> torch.Tensor:
+    """``multi_class_gt_to_boundary`` per image (``GenerateBoundary``): for each class present, the
+    mask minus its erosion (the mask padded by one zero pixel, 3×3, ``dilation`` iterations; cv2's
+    default border does not erode), united; ignored pixels are no boundary. Bool ``[B,H,W]``."""
+    out = torch.zeros(target.shape, dtype=torch.bool)
+    for i, t in enumerate(target.numpy()):
+        h, w = t.shape
+        dilation = max(round(dilation_ratio * math.hypot(h, w)), 1)  # int(round(·)) in the original
+        for c in np.unique(t):
+            if c == IGNORE:
+                continue
+            mask = np.pad(t == c, 1)
+            eroded = ndimage.binary_erosion(mask, np.ones((3, 3)), iterations=dilation, border_value=1)
+            out[i] |= torch.from_numpy((mask & ~eroded)[1:-1, 1:-1])
+    return out
+
+
+def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
+    """``NeighborExtractor5``: the sum over the 5×5 window without its centre, zero padding."""
+    kernel = torch.ones(5, 5, dtype=x.dtype)
+    kernel[2, 2] = 0
+    c = x.shape[1]
+    return F.conv2d(x, kernel.expand(c, 1, 5, 5), padding=2, groups=c)
+
+
+def cbl_authors(features, head, target, num_classes, dilation_ratio=0.02):
+    """``CBLOCRHead.losses`` with the features at the label resolution: ``loss_seg`` (CE of the
+    logits ``head(features)``, a bias-free 1×1 convolution ``[C,D]``) + ``loss_context`` +
+    0.2·``loss_NCE`` + 2·``loss_CN``, each written as ``context_loss`` / ``er_loss`` compute it."""
+    f, t = features, target
+    b, _, h, w = f.shape
+    logits = torch.einsum("cd,bdhw->bchw", head, f)
+    gt_b = cbl_authors_boundary(t, dilation_ratio)
+    onehot = F.one_hot(torch.where(t == IGNORE, num_classes, t), num_classes + 1)[..., :num_classes].double()
+
+    # context_loss: boundary pixels times their label (class 0 drops out), away from the border
+    cal = gt_b & (t != IGNORE) & (t > 0)
+    context, images = f.sum() * 0, b
+    for i in range(b):
+        ys, xs = cal[i].nonzero(as_tuple=True)
+        if len(ys) == 0:
+            images -= 1
+            continue
+        inside = (ys >= 2) & (ys <= h - 3) & (xs >= 2) & (xs <= w - 3)
+        ys, xs = ys[inside], xs[inside]
+        term = f.sum() * 0
+        shifts = [(ki - 2, kj - 2) for ki in range(5) for kj in range(5) if ki != 2 or kj != 2]
+        for dy, dx in shifts:
+            sim = F.cosine_similarity(f[i][:, ys, xs], f[i][:, ys + dy, xs + dx], dim=0)
+            label = (onehot[i, ys, xs] * onehot[i, ys + dy, xs + dx]).sum(-1)
+            term = term + F.mse_loss(sim, label)
+        context = context + term / len(shifts)
+    context = context / images
+
+    # er_loss: per class present, the boundary pixels with same-class (correct) neighbours
+    pred = logits.argmax(1)
+    nce, cn, counted = f.sum() * 0, f.sum() * 0, 0
+    for c in [c for c in t.unique().tolist() if c != IGNORE]:
+        cm, pm = (t == c).double()[:, None], (pred == c).double()[:, None]
+        cnt, cnt_corr = _neighbour_sum(cm), _neighbour_sum(cm * pm)
+        mean_all = _neighbour_sum(f * cm) / (cnt + 1e-5)
+        mean_corr = _neighbour_sum(f * cm * pm) / (cnt_corr + 1e-5)
+        sel = ((cnt >= 1) & gt_b[:, None] & (cm > 0))[:, 0]
+        sel_corr = ((cnt_corr >= 1) & gt_b[:, None] & (cm > 0) & (pm > 0))[:, 0]
+        if sel.sum() < 1 or sel_corr.sum() < 1:
+            continue
+        counted += 1
+        centres_all = mean_all.permute(0, 2, 3, 1)[sel]  # [N, D]
+        centres_corr = mean_corr.permute(0, 2, 3, 1)[sel_corr]
+        label_all = torch.full((len(centres_all),), c)
+        label_corr = torch.full((len(centres_corr),), c)
+        nce = nce + F.cross_entropy(centres_all @ head.T, label_all)
+        nce = nce + F.cross_entropy(centres_corr @ head.T, label_corr)
+        cn = cn + F.mse_loss(f.permute(0, 2, 3, 1)[sel_corr], centres_corr.detach())
+    if counted:
+        nce, cn = nce / counted, cn / counted
+    return masked_ce(logits, t) + context + 0.2 * nce + 2 * cn

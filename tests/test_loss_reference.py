@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_impls import IGNORE, abl_authors, combo_authors, masked_ce
+from reference_impls import IGNORE, abl_authors, cbl_authors, cbl_authors_boundary, combo_authors, masked_ce
 
 from losses import create_loss
 
@@ -117,3 +117,36 @@ def test_active_boundary_exact_distances_are_one_option_away():
     assert exact[0, 0, 0].item() == pytest.approx(math.hypot(3, 3) - 1)  # nearest boundary pixel (3, 3)
     assert truncated[0, 0, 0].item() == 3.0
     torch.testing.assert_close(truncated, (exact + 1).floor().clamp_min(1) - 1)
+
+
+# --- conditional boundary -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dilation_ratio", [0.02, 0.1])
+def test_conditional_boundary_is_the_authors_cbl(dilation_ratio):
+    # features at the label resolution; logits from a bias-free linear head, as the loss assumes
+    target = blocky_target(2, 14, 15, 4, block=4, ignored=0.05)  # class 3 often absent
+    target[0, 5:9, 5:9] = 0  # class-0 boundary pixels, which the authors' A2P&N term leaves out
+    features = torch.randn(2, 5, 14, 15)
+    head = torch.randn(4, 5)
+    loss = create_loss("conditional_boundary", num_classes=4, dilation_ratio=dilation_ratio)
+
+    def ours(f, t):
+        return loss(torch.einsum("cd,bdhw->bchw", head.to(f.dtype), f), t, features=f)
+
+    def reference(f, t):
+        return cbl_authors(f, head.double(), t, 4, dilation_ratio)
+
+    assert_equal_to_reference(ours, reference, features, target)
+
+
+def test_conditional_boundary_band_is_computed_at_the_label_resolution_then_resized():
+    target = blocky_target(2, 64, 96, 3, block=16, ignored=0.02)
+    loss = create_loss("conditional_boundary", num_classes=3)  # k = round(0.02 · 115.4) = 2
+    torch.testing.assert_close(loss.boundary(target), cbl_authors_boundary(target))
+    t, boundary = loss.resized(target, (16, 24))  # the features' resolution
+    expected = F.interpolate(cbl_authors_boundary(target)[:, None].float(), size=(16, 24), mode="nearest")
+    torch.testing.assert_close(boundary, expected[:, 0] > 0)
+    torch.testing.assert_close(
+        t, F.interpolate(target[:, None].float(), size=(16, 24), mode="nearest")[:, 0].long()
+    )
