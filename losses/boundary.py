@@ -44,10 +44,11 @@ class DistanceMapCELoss(SegLoss):
     map"): with d the distance of a pixel to the nearest pixel of another label (1 on a region's
     rim) and d_max the largest d of that class in that image, ``Φ = (1 − (d − 1) / max(d_max − 1,
     1))^decay`` — 1 on the rim, falling to 0 at the class's deepest pixel; ``decay`` (the "decay
-    rate" of the survey's Table 2) sharpens the fall-off. This follows the per-image max
-    normalisation of the SegLoss implementation of Calivá's penalty, shifted by one pixel so that the
-    rim gets the full weight and structures that are all rim (one or two pixels thin) are not
-    zeroed. Multi-class: each pixel uses its own GT class's region; a class filling the whole image
+    rate" of the survey's Table 2) sharpens the fall-off. Calivá et al. published no code; the
+    SegLossOdyssey port (``compute_edts_forPenalizedLoss``) normalises per image as ``1 − d/d_max``
+    (the rim gets ``(d_max − 1)/d_max``: 0 on a structure one or two pixels thin) and its
+    ``DisPenalizedCE`` returns the unweighted CE mean (the weighted loss is computed but not
+    returned); here the rim gets the full weight. Multi-class: each pixel uses its own GT class's region; a class filling the whole image
     measures to the image border. Mean over valid pixels.
     """
 
