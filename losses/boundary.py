@@ -48,8 +48,8 @@ class DistanceMapCELoss(SegLoss):
     SegLossOdyssey port (``compute_edts_forPenalizedLoss``) normalises per image as ``1 − d/d_max``
     (the rim gets ``(d_max − 1)/d_max``: 0 on a structure one or two pixels thin) and its
     ``DisPenalizedCE`` returns the unweighted CE mean (the weighted loss is computed but not
-    returned); here the rim gets the full weight. Multi-class: each pixel uses its own GT class's region; a class filling the whole image
-    measures to the image border. Mean over valid pixels.
+    returned); here the rim gets the full weight. Multi-class: each pixel uses its own GT class's
+    region; a class filling the whole image measures to the image border. Mean over valid pixels.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, decay: float = 1.0) -> None:

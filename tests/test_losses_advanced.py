@@ -15,7 +15,7 @@ from segmentation_models_pytorch.losses import LovaszLoss
 from segmentation_models_pytorch.losses.lovasz import _lovasz_softmax
 
 from losses import create_loss
-from losses.cldice import soft_skeleton
+from losses.cldice import binary_skeleton, soft_skeleton
 from losses.lovasz import lovasz_grad
 
 IGNORE = 255
@@ -354,7 +354,7 @@ def np_skeleton(a: np.ndarray, iterations: int) -> np.ndarray:
     return skel
 
 
-def np_cldice(logits, target, c, alpha=0.5, iterations=3, smooth=1.0, batch=True, first=0):
+def np_cldice(logits, target, c, alpha=0.5, iterations=10, smooth=1.0, batch=True, first=0):
     valid = (target != IGNORE).numpy()[:, None]
     p, t = np_softmax(logits.double().numpy()) * valid, np_one_hot(target.numpy(), c)
     sp, st = np_skeleton(p, iterations), np_skeleton(t, iterations)
@@ -368,8 +368,17 @@ def np_cldice(logits, target, c, alpha=0.5, iterations=3, smooth=1.0, batch=True
 
 def test_soft_skeleton_matches_the_authors_code_via_monai():
     maps = torch.cat([torch.rand(2, 3, 20, 25), (torch.rand(2, 3, 20, 25) > 0.4).float()])
-    for iterations in (0, 1, 3, 5):
+    for iterations in (0, 1, 3, 5, 10):
         torch.testing.assert_close(soft_skeleton(maps, iterations), soft_skel(maps, iterations))
+
+
+def test_binary_skeleton_equals_the_soft_skeleton_of_a_binary_map():
+    masks = torch.rand(2, 3, 20, 25) > 0.3
+    masks[0, 0, 4:14, 3:20] = True  # a thick blob needs several rounds
+    for iterations in (0, 1, 3, 10):
+        torch.testing.assert_close(
+            binary_skeleton(masks, iterations).float(), soft_skeleton(masks.float(), iterations)
+        )
 
 
 @pytest.mark.parametrize(
@@ -384,7 +393,7 @@ def test_cldice_matches_a_numpy_transcription(options):
         target,
         3,
         alpha=options.get("alpha", 0.5),
-        iterations=options.get("iterations", 3),
+        iterations=options.get("iterations", 10),
         smooth=options.get("smooth", 1.0),
         batch=options.get("batch", True),
         first=0 if options.get("include_background", True) else 1,
