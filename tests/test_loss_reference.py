@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from reference_impls import IGNORE, abl_authors, cbl_authors, cbl_authors_boundary, combo_authors, masked_ce
 
-from losses import create_loss
+from losses import create_loss, list_losses
+from losses.fidelity import AUTHORS_CODE
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +151,13 @@ def test_conditional_boundary_band_is_computed_at_the_label_resolution_then_resi
     torch.testing.assert_close(
         t, F.interpolate(target[:, None].float(), size=(16, 24), mode="nearest")[:, 0].long()
     )
+
+
+# --- the README's "authors' code" column ---------------------------------------------------------------
+
+
+def test_every_registered_loss_says_how_it_compares_with_its_authors_code():
+    kinds = ("equal", "documented deviation", "no public code", "composite")
+    missing = [name for name in list_losses() if name not in AUTHORS_CODE]
+    assert not missing, f"add these losses to losses/fidelity.py: {missing}"
+    assert all(text.startswith(kinds) for text in AUTHORS_CODE.values())
