@@ -183,3 +183,40 @@ def cbl_authors(features, head, target, num_classes, dilation_ratio=0.02):
     if counted:
         nce, cn = nce / counted, cn / counted
     return masked_ce(logits, t) + context + 0.2 * nce + 2 * cn
+
+
+# --- RMI: ZJULearning/RMI losses/rmi/rmi.py (forward_sigmoid, rmi_lower_bound) -----------------------
+
+
+def rmi_authors(logits, target, num_classes, radius=3, pool_way="max", pool=3, weight_lambda=0.5):
+    """``RMILoss.forward_sigmoid``: BCE summed over valid pixels / (count + 1), probabilities
+    ``sigmoid · mask + 1e-6``, max/avg pooling (size = stride, padding size//2, avg dividing by
+    size²), the r×r neighbour vectors of ``map_get_pairs``, centred covariances in float64,
+    ``Σ_Y − Σ_YP (Σ_P + αI)^{-1} Σ_YPᵀ``, ``½·log det`` by Cholesky (with its +1e-8 on the
+    diagonal), mean over images, / r², summed over classes; ``λ·BCE + (1 − λ)·RMI``."""
+    alpha = 5e-4
+    mask = (target < num_classes).double()
+    onehot = F.one_hot(torch.where(target < num_classes, target, 0), num_classes).double() * mask[..., None]
+    bce = F.binary_cross_entropy_with_logits(
+        logits.permute(0, 2, 3, 1), onehot, weight=mask[..., None], reduction="sum"
+    ) / (mask.sum() + 1.0)
+    probs = logits.sigmoid() * mask[:, None] + 1e-6
+    labels = onehot.permute(0, 3, 1, 2)
+    if pool_way == "max":
+        labels, probs = (F.max_pool2d(x, pool, pool, pool // 2) for x in (labels, probs))
+    else:
+        labels, probs = (F.avg_pool2d(x, pool, pool, pool // 2) for x in (labels, probs))
+    n, c, h, w = labels.shape
+    nh, nw = h - (radius - 1), w - (radius - 1)
+    la = torch.stack([labels[:, :, y : y + nh, x : x + nw] for y in range(radius) for x in range(radius)], 2)
+    pr = torch.stack([probs[:, :, y : y + nh, x : x + nw] for y in range(radius) for x in range(radius)], 2)
+    d = radius * radius
+    la, pr = la.reshape(n, c, d, -1), pr.reshape(n, c, d, -1)
+    eye = torch.eye(d, dtype=torch.float64)
+    la, pr = la - la.mean(3, keepdim=True), pr - pr.mean(3, keepdim=True)
+    la_cov, pr_cov, la_pr = la @ la.transpose(2, 3), pr @ pr.transpose(2, 3), la @ pr.transpose(2, 3)
+    appro_var = la_cov - la_pr @ torch.inverse(pr_cov + eye * alpha) @ la_pr.transpose(-2, -1)
+    chol = torch.linalg.cholesky(appro_var + eye * alpha)
+    rmi = 0.5 * 2.0 * (chol.diagonal(dim1=-2, dim2=-1) + 1e-8).log().sum(-1)
+    rmi = (rmi.view(-1, num_classes).mean(0) / d).sum()
+    return weight_lambda * bce + (1 - weight_lambda) * rmi

@@ -11,7 +11,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_impls import IGNORE, abl_authors, cbl_authors, cbl_authors_boundary, combo_authors, masked_ce
+from reference_impls import (
+    IGNORE,
+    abl_authors,
+    cbl_authors,
+    cbl_authors_boundary,
+    combo_authors,
+    masked_ce,
+    rmi_authors,
+)
 
 from losses import create_loss, list_losses
 from losses.fidelity import AUTHORS_CODE
@@ -161,3 +169,31 @@ def test_every_registered_loss_says_how_it_compares_with_its_authors_code():
     missing = [name for name in list_losses() if name not in AUTHORS_CODE]
     assert not missing, f"add these losses to losses/fidelity.py: {missing}"
     assert all(text.startswith(kinds) for text in AUTHORS_CODE.values())
+
+
+# --- RMI ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pool", "size"), [("max", 3), ("avg", 4), ("avg", 3)])
+def test_rmi_term_is_the_official_rmi_lower_bound(pool, size):
+    # no ignored pixels: the official code keeps points over ignored regions (documented deviation);
+    # ours subtracts the constant r²·ln α, i.e. ½·ln α per class after the division by r²
+    logits = 2 * torch.randn(2, 4, 24, 24)
+    target = blocky_target(2, 24, 24, 3, block=5)  # class 3 absent
+    loss = create_loss("rmi", num_classes=4, pool=pool, pool_size=size, ce_weight=0.0)
+
+    def reference(x, t):
+        return rmi_authors(x, t, 4, pool_way=pool, pool=size, weight_lambda=0.0) - 4 * 0.5 * math.log(5e-4)
+
+    assert_equal_to_reference(loss, reference, logits, target)
+
+
+def test_rmi_pixel_term_is_the_official_bce_up_to_its_count_plus_one():
+    logits, target = 2 * torch.randn(2, 3, 12, 12), blocky_target(2, 12, 12, 3, ignored=0.2)
+    loss = create_loss("rmi", num_classes=3, ce_weight=1.0)
+    n = (target != IGNORE).sum().item()
+
+    def reference(x, t):
+        return rmi_authors(x, t, 3, weight_lambda=1.0) * (n + 1) / n
+
+    assert_equal_to_reference(loss, reference, logits, target)
