@@ -220,3 +220,35 @@ def rmi_authors(logits, target, num_classes, radius=3, pool_way="max", pool=3, w
     rmi = 0.5 * 2.0 * (chol.diagonal(dim1=-2, dim2=-1) + 1e-8).log().sum(-1)
     rmi = (rmi.view(-1, num_classes).mean(0) / d).sum()
     return weight_lambda * bce + (1 - weight_lambda) * rmi
+
+
+# --- clDice: jocpae/clDice cldice_loss/pytorch (2024: soft_skeleton.py, cldice.py) -------------------
+
+
+def soft_skeleton_authors(img: torch.Tensor, num_iter: int = 10) -> torch.Tensor:
+    """``SoftSkeletonize.soft_skel``: erosion as the minimum of a (3,1) and a (1,3) min-pool,
+    dilation a 3×3 max-pool, ``num_iter`` further rounds, union ``skel + relu(delta - skel·delta)``."""
+
+    def erode(x):
+        return torch.min(-F.max_pool2d(-x, (3, 1), (1, 1), (1, 0)), -F.max_pool2d(-x, (1, 3), (1, 1), (0, 1)))
+
+    def open_(x):
+        return F.max_pool2d(erode(x), (3, 3), (1, 1), (1, 1))
+
+    skel = F.relu(img - open_(img))
+    for _ in range(num_iter):
+        img = erode(img)
+        delta = F.relu(img - open_(img))
+        skel = skel + F.relu(delta - skel * delta)
+    return skel
+
+
+def cldice_authors(y_true, y_pred, alpha=0.5, smooth=1.0, num_iter=10, exclude_background=False):
+    """``soft_dice_cldice.forward``: sums over everything (batch and channels together)."""
+    if exclude_background:
+        y_true, y_pred = y_true[:, 1:], y_pred[:, 1:]
+    dice = 1 - (2 * (y_true * y_pred).sum() + 1) / (y_true.sum() + y_pred.sum() + 1)  # smooth 1
+    skel_pred, skel_true = soft_skeleton_authors(y_pred, num_iter), soft_skeleton_authors(y_true, num_iter)
+    tprec = ((skel_pred * y_true).sum() + smooth) / (skel_pred.sum() + smooth)
+    tsens = ((skel_true * y_pred).sum() + smooth) / (skel_true.sum() + smooth)
+    return (1 - alpha) * dice + alpha * (1 - 2 * tprec * tsens / (tprec + tsens))

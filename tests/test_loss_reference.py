@@ -16,6 +16,7 @@ from reference_impls import (
     abl_authors,
     cbl_authors,
     cbl_authors_boundary,
+    cldice_authors,
     combo_authors,
     masked_ce,
     rmi_authors,
@@ -195,5 +196,24 @@ def test_rmi_pixel_term_is_the_official_bce_up_to_its_count_plus_one():
 
     def reference(x, t):
         return rmi_authors(x, t, 3, weight_lambda=1.0) * (n + 1) / n
+
+    assert_equal_to_reference(loss, reference, logits, target)
+
+
+# --- clDice ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("iterations", [10, 3])
+def test_cldice_with_two_classes_is_the_authors_soft_dice_cldice(iterations):
+    # ignored pixels enter both as 0 (probability and label), the convention the loss documents
+    logits = 2 * torch.randn(2, 2, 20, 22)
+    target = blocky_target(2, 20, 22, 2, block=3, ignored=0.1)
+    loss = create_loss("cldice", num_classes=2, include_background=False, iterations=iterations)
+
+    def reference(x, t):
+        valid = (t != IGNORE)[:, None]
+        probs = x.softmax(1) * valid
+        onehot = F.one_hot(torch.where(valid[:, 0], t, 0), 2).permute(0, 3, 1, 2).to(x.dtype) * valid
+        return cldice_authors(onehot, probs, num_iter=iterations, exclude_background=True)
 
     assert_equal_to_reference(loss, reference, logits, target)
