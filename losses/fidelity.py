@@ -15,35 +15,36 @@ AUTHORS_CODE: dict[str, str] = {
     "and returns the unweighted CE, here the rim gets weight 2",
     "focal": "documented deviation: softmax over classes with optional per-class α (original: "
     "per-anchor sigmoid, α = 0.25)",
-    "ohem_ce": "equal to HRNet's selection and mean except ties and batches with fewer than "
-    "`min_kept` valid pixels",
-    "topk": "equal to nnU-Net's `TopKLoss` except that k % counts valid pixels, at least one",
+    "ohem_ce": "documented deviation from HRNet: ties, and batches with fewer than `min_kept` valid "
+    "pixels keep all",
+    "topk": "documented deviation from nnU-Net's `TopKLoss`: k % of the valid pixels, at least one",
     # region
-    "cldice": "equal to jocpae/clDice (2024) per class; with 2 classes and "
-    "`include_background=False` their binary loss (they pool all channels)",
+    "cldice": "documented deviation: per class (jocpae/clDice pools all channels); equal to their "
+    "loss with 2 classes and `include_background=False`",
     "dice": "equal (MONAI `DiceLoss`, V-Net's squared form), one-vs-rest",
     "focal_tversky": "documented deviation: mean over classes (paper: sum)",
-    "generalized_dice": "equal to MONAI's `GeneralizedDiceLoss`; NiftyNet 2017 with `batch=True`",
+    "generalized_dice": "documented deviation: weights normalised to sum 1 (changes only the role of "
+    "the 1e-5 smoothing); `batch=True` as NiftyNet 2017; equal to MONAI's `GeneralizedDiceLoss`",
     "jaccard": "equal (MONAI `DiceLoss(jaccard=True)`), one-vs-rest",
     "log_cosh_dice": "documented deviation: smoothing 1e-5 (Jadon: 1)",
     "lovasz": "equal (bermanmaxim/LovaszSoftmax `lovasz_softmax`)",
-    "rmi": "equal to ZJULearning/RMI except: RMI term shifted by r²·ln α (same gradient), pixel loss "
-    "/valid pixels (theirs /(n+1)), points over ignored pixels left out",
+    "rmi": "documented deviation from ZJULearning/RMI: RMI term shifted by ½·ln α per class (same "
+    "gradient), pixel loss / n valid pixels (theirs / (n + 1)), points over ignored pixels left out",
     "sensitivity_specificity": "documented deviation: mean over classes (NiftyNet: sum)",
     "t_loss": "documented deviation: one-vs-rest, NLL divided by C × valid pixels (authors: per image)",
     "tversky": "equal (MONAI `TverskyLoss`), one-vs-rest",
     "wasserstein_dice": "equal (MONAI's `GeneralizedWassersteinDiceLoss`, by Fidon)",
     # boundary
-    "active_boundary": "equal to abl.py with `threshold=batch` (default: ε per image); ignored "
-    "pixels are no GT boundary (theirs: all boundary)",
-    "boundary": "equal to LIVIAETS/boundary-loss's surface loss + GDL, except absent-class GDL "
-    "weights (theirs 1e20)",
+    "active_boundary": "documented deviation: ε per image (`threshold=batch` restores abl.py's "
+    "batch-wide loop, then equal); ignored pixels are no GT boundary (theirs: all boundary)",
+    "boundary": "documented deviation from LIVIAETS/boundary-loss: absent classes' GDL weights "
+    "(theirs 1e20); one-vs-rest",
     "boundary_aware": "no public code; semantic-segmentation adaptation of the instance loss",
     "boundary_dou": "equal (authors' `BoundaryDoULoss`), one-vs-rest",
     "conditional_boundary": "equal to CBLocr_head's losses for a bias-free linear head (gradients "
     "also reach the head)",
-    "hausdorff": "equal to MONAI's `HausdorffDTLoss` with `dice_weight=0`; λ adapted per step "
-    "(paper: per epoch)",
+    "hausdorff": "documented deviation: λ adapted per step (paper: per epoch); the HD term equals "
+    "MONAI's `HausdorffDTLoss`",
     "inverseform": "documented deviation: no edge-attention CE nor per-image class weights; the "
     "InverseNet sees sigmoid edges",
     "region_wise": "equal (authors' RRW maps)",

@@ -382,3 +382,8 @@ def test_region_wise_matches_the_authors_rrw_maps_and_signed_option_is_boundary_
     )
     signed = create_loss("region_wise", num_classes=4, rw_map="signed")(logits, target).item()
     assert signed == pytest.approx((p * kervadec_maps(target.numpy(), 4)).mean(), rel=1e-5)
+
+
+def test_active_boundary_rejects_an_unknown_threshold_rule_by_name():
+    with pytest.raises(ValueError, match="threshold='global' must be 'image' or 'batch'"):
+        create_loss("active_boundary", num_classes=3, threshold="global")
