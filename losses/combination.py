@@ -39,11 +39,12 @@ class OneVsRestBCE(SegLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         logp = logits.float().log_softmax(1)
-        return self.from_probs(logp, logp.exp(), target)
+        logp_t = logp.gather(1, self.safe_target(target).unsqueeze(1))
+        return self.from_probs(logp_t, logp.exp(), target)
 
-    def from_probs(self, logp: Tensor, p: Tensor, target: Tensor) -> Tensor:
-        """The loss from log-probabilities and probabilities ``[B,C,H,W]`` (shared with ``combo``'s
-        Dice term).
+    def from_probs(self, logp_t: Tensor, p: Tensor, target: Tensor) -> Tensor:
+        """The loss from the target's log-probability ``[B,1,H,W]`` and the probabilities
+        ``[B,C,H,W]`` (shared with ``combo``'s Dice term).
 
         ``ln(1 - p)`` is ``log1p(-p)``, accurate where ``p <= 1/2``; for the one class with ``p > 1/2``
         (if any), ``1 - p`` is the others' mass, summed directly so that it survives float32 when
@@ -58,11 +59,10 @@ class OneVsRestBCE(SegLoss):
         if first:
             top_scored = top_scored & ~top[:, :first].any(1, keepdim=True)
         t = self.safe_target(target).unsqueeze(1)
-        logp_t = logp.gather(1, t)
         p_t = logp_t.exp()
         scored = t >= first  # the pixel's own class is one of the scored channels
         own_log1m = torch.where(p_t > 0.5, log_rest, torch.log1p(-p_t.clamp_max(0.5)))
-        log1m = torch.log1p(-others)
+        log1m = torch.log1p(others.neg_())  # in place: neither op needs its input for backward
         log1m_sum = log1m.sum(1, keepdim=True)
         if first:  # a sum over all channels minus the unscored ones: no slice of a full-size map
             log1m_sum = log1m_sum - log1m[:, :first].sum(1, keepdim=True)
@@ -121,14 +121,15 @@ class ComboLoss(SegLoss):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         logp = logits.float().log_softmax(1)
         p = logp.exp()
-        bce = self.bce.from_probs(logp, p, target)
+        t = self.safe_target(target)
+        logp_t = logp.gather(1, t.unsqueeze(1))
+        bce = self.bce.from_probs(logp_t, p, target)
         # per-class sums without a one-hot: Σ p t and Σ t from the target's bins, Σ p as a product
         valid = self.valid(target)
         w = valid.to(p.dtype)
-        t = self.safe_target(target)
         b, c = p.shape[:2]
         bins = (torch.arange(b, device=t.device).view(b, 1, 1) * c + t).flatten()
-        p_t = logp.gather(1, t.unsqueeze(1)).exp()
+        p_t = logp_t.exp()
         tp = p.new_zeros(b * c).index_add_(0, bins, (p_t.squeeze(1) * w).flatten())
         count = p.new_zeros(b * c).index_add_(0, bins, w.flatten())
         mass = (p.flatten(2) @ w.flatten(1).unsqueeze(-1)).squeeze(-1)  # Σ p over valid pixels
