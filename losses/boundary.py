@@ -44,11 +44,12 @@ class DistanceMapCELoss(SegLoss):
     map"): with d the distance of a pixel to the nearest pixel of another label (1 on a region's
     rim) and d_max the largest d of that class in that image, ``Φ = (1 − (d − 1) / max(d_max − 1,
     1))^decay`` — 1 on the rim, falling to 0 at the class's deepest pixel; ``decay`` (the "decay
-    rate" of the survey's Table 2) sharpens the fall-off. This follows the per-image max
-    normalisation of the SegLoss implementation of Calivá's penalty, shifted by one pixel so that the
-    rim gets the full weight and structures that are all rim (one or two pixels thin) are not
-    zeroed. Multi-class: each pixel uses its own GT class's region; a class filling the whole image
-    measures to the image border. Mean over valid pixels.
+    rate" of the survey's Table 2) sharpens the fall-off. Calivá et al. published no code; the
+    SegLossOdyssey port (``compute_edts_forPenalizedLoss``) normalises per image as ``1 − d/d_max``
+    (the rim gets ``(d_max − 1)/d_max``: 0 on a structure one or two pixels thin) and its
+    ``DisPenalizedCE`` returns the unweighted CE mean (the weighted loss is computed but not
+    returned); here the rim gets the full weight. Multi-class: each pixel uses its own GT class's
+    region; a class filling the whole image measures to the image border. Mean over valid pixels.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, decay: float = 1.0) -> None:
@@ -257,6 +258,15 @@ class BoundaryAwareLoss(SegLoss):
 # the 8 neighbours (dy, dx), row-major; index 8 is the pixel itself
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
+# the 8 directions of the authors' abl.py in their order (ties go to the first): the four straight
+# ones (down, up, left, right), then the diagonals (up-right, down-right, up-left, down-left)
+_ABL_DIRECTIONS = [(1, 0), (-1, 0), (0, -1), (0, 1), (-1, 1), (1, 1), (-1, -1), (1, -1)]
+
+
+def _float32(x: float) -> float:
+    """``x`` rounded to float32."""
+    return torch.tensor(x, dtype=torch.float32).item()
+
 
 def _shifted(padded: Tensor, dy: int, dx: int, h: int, w: int) -> Tensor:
     """The neighbour at offset (dy, dx) of every pixel, from a map padded by ``r`` on each side."""
@@ -280,21 +290,30 @@ def _shifted(padded: Tensor, dy: int, dx: int, h: int, w: int) -> Tensor:
 class ActiveBoundaryLoss(SegLoss):
     """CE plus the active boundary loss: move predicted boundaries towards the nearest GT boundary.
 
-    Per the authors' ``abl.py``: predicted boundary pixels are those whose KL divergence to the right
+    As the authors' ``abl.py``: predicted boundary pixels are those whose KL divergence to the right
     or lower neighbour (summed) exceeds ε, dilated by 3×3; ε keeps at most ``boundary_ratio`` (1%)
     of the pixels. For each of them the target is the direction, among the 8 neighbours, of the
-    smallest GT distance map value (distance to the nearest GT boundary pixel minus 1, 0 on it;
-    ties go to the first neighbour in row-major order; pixels whose own value is strictly smallest
-    are skipped), and the prediction is the 8 KL divergences ``KL(p_neighbour ‖ p_pixel)``
-    (neighbours detached) used as logits of a cross-entropy with label smoothing 0.2, weighted by
-    ``min(dist, 20)/20`` and averaged over those pixels. Total ``CE + weight·ABL``; the paper also adds
-    a Lovász-softmax term (combine with ``lovasz`` for that). Differences: ε is found per image as
-    the exact quantile in one ``kthvalue`` call (the original grows ε by 1.2× in a Python loop until
-    at most 1% of one image's pixels remain in the whole batch); everything is dense with static
-    shapes, so "no predicted boundary" gives an ABL term of 0 (the original returns ``None``). A GT
-    boundary pixel has a right or lower neighbour with another valid label; the original also makes
-    ignored regions boundary, here they are not, KL pairs and 3×3 neighbourhoods touching an ignored
-    pixel are left out, and images without a GT boundary contribute no ABL term.
+    smallest GT distance map value, ties going to the first in the authors' order (down, up, left,
+    right, then the diagonals up-right, down-right, up-left, down-left); pixels whose own value is
+    strictly smallest are skipped. The distance map is the distance to the nearest GT boundary pixel
+    minus 1 (0 on it), truncated to an integer as the authors' ``int32`` map does
+    (``integer_distances=True``; ``False`` keeps the exact Euclidean distances). The prediction is
+    the 8 KL divergences ``KL(p_neighbour ‖ p_pixel)`` (neighbours detached, image borders
+    replicated) used as logits of a cross-entropy with the authors' label smoothing
+    (``LabelSmoothSoftmaxCEV1``): weight ``1 - ε`` on the target direction and ``ε/8`` on each
+    other one (0.8 / 0.025 at ε = 0.2; torch's ``label_smoothing`` would put ``1 - ε + ε/8`` on the
+    target), weighted by ``min(dist, 20)/20`` and averaged over those pixels. Total
+    ``CE + weight·ABL``; the paper also adds a Lovász-softmax term (combine with ``lovasz`` for
+    that).
+
+    Differences: ε is found per image as the exact quantile in one ``kthvalue`` call
+    (``threshold="image"``); the original grows ε from 1e-5 by 1.2× in a Python loop until at
+    most ``boundary_ratio`` of one image's pixels remain in the whole batch (``threshold="batch"``,
+    one host sync). Everything is dense with static shapes, so "no predicted boundary" gives an ABL term of
+    0 (the original returns ``None``). A GT boundary pixel has a right or lower neighbour with
+    another valid label; the original also makes ignored regions boundary, here they are not, KL
+    pairs and 3×3 neighbourhoods touching an ignored pixel are left out, and images without a GT
+    boundary contribute no ABL term.
     """
 
     def __init__(
@@ -305,18 +324,28 @@ class ActiveBoundaryLoss(SegLoss):
         max_clip_dist: float = 20.0,
         boundary_ratio: float = 0.01,
         label_smoothing: float = 0.2,
+        integer_distances: bool = True,
+        threshold: str = "image",
     ) -> None:
         super().__init__(num_classes, ignore_index)
+        if threshold not in ("image", "batch"):
+            raise ValueError(f"loss 'active_boundary': threshold={threshold!r} must be 'image' or 'batch'")
+        self.threshold = threshold
         self.weight, self.max_clip_dist = float(weight), float(max_clip_dist)
         self.boundary_ratio, self.label_smoothing = float(boundary_ratio), float(label_smoothing)
+        self.integer_distances = bool(integer_distances)
         self.ce = CrossEntropyLoss(num_classes, ignore_index)
 
     def gt_distance(self, target: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """Distance to the nearest GT boundary pixel minus 1 (≥ 0), ``[B,H,W]``; and ``[B]`` has-boundary."""
+        """Distance to the nearest GT boundary pixel minus 1 (≥ 0; truncated to an integer unless
+        ``integer_distances=False``), ``[B,H,W]``; and ``[B]`` has-boundary."""
         down = (target[:, 1:] != target[:, :-1]) & valid[:, 1:] & valid[:, :-1]
         right = (target[:, :, 1:] != target[:, :, :-1]) & valid[:, :, 1:] & valid[:, :, :-1]
         edge = F.pad(down, (0, 0, 0, 1)) | F.pad(right, (0, 1))
-        return (edt_batch(~edge) - 1).clamp_min(0), edge.flatten(1).any(1)
+        d = edt_batch(~edge)
+        if self.integer_distances:
+            d = d.floor()
+        return (d - 1).clamp_min(0), edge.flatten(1).any(1)
 
     def predicted_boundary(self, logp: Tensor, valid: Tensor) -> Tensor:
         """``[B,H,W]`` bool: KL to the lower/right neighbour above the per-image threshold, dilated."""
@@ -326,9 +355,16 @@ class ActiveBoundaryLoss(SegLoss):
         kl_right = (p[..., :-1] * (logp[..., :-1] - logp[..., 1:])).sum(1) * pair_right
         kl = (F.pad(kl_down, (0, 0, 0, 1)) + F.pad(kl_right, (0, 1))).flatten(1)
         n = kl.shape[1]
-        keep = min(int(n * self.boundary_ratio), n - 1)
-        eps = kl.kthvalue(n - keep, dim=1).values.clamp_min(1e-5)
-        found = (kl > eps[:, None]).view_as(valid).float()
+        if self.threshold == "image":
+            keep = min(int(n * self.boundary_ratio), n - 1)
+            eps = kl.kthvalue(n - keep, dim=1).values.clamp_min(1e-5)[:, None]
+        else:  # the authors' loop: ε = 1e-5·1.2^k, the first with ≤ ratio·H·W pixels in the batch
+            flat, keep = kl.flatten(), int(n * self.boundary_ratio)
+            q = flat.kthvalue(flat.numel() - keep).values.item() if keep < flat.numel() else 0.0
+            eps = 1e-5
+            while _float32(eps) < q:  # compared in float32, as the authors' tensor comparison
+                eps *= 1.2
+        found = (kl > eps).view_as(valid).float()
         return F.max_pool2d(found[:, None], 3, 1, 1)[:, 0] > 0
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -338,8 +374,8 @@ class ActiveBoundaryLoss(SegLoss):
         with torch.no_grad():
             dist, has_edge = self.gt_distance(target, valid)
             padded = F.pad(dist, (1, 1, 1, 1), value=1e5)
-            around = torch.stack([_shifted(padded, dy, dx, h, w) for dy, dx in _NEIGHBOURS] + [dist], 1)
-            direction = around.argmin(1)
+            around = torch.stack([_shifted(padded, dy, dx, h, w) for dy, dx in _ABL_DIRECTIONS] + [dist], 1)
+            direction = around.argmin(1)  # the first of equal minima: the authors' tie order
             near_ignored = F.max_pool2d((~valid).float()[:, None], 3, 1, 1)[:, 0] > 0
             select = self.predicted_boundary(logp.detach(), valid) & (direction < 8) & ~near_ignored
             select &= has_edge[:, None, None]
@@ -350,13 +386,14 @@ class ActiveBoundaryLoss(SegLoss):
         kl = torch.stack(
             [
                 _shifted(neg_entropy, dy, dx, h, w) - (_shifted(q, dy, dx, h, w) * logp).sum(1)
-                for dy, dx in _NEIGHBOURS
+                for dy, dx in _ABL_DIRECTIONS
             ],
             1,
         )
-        ce_dir = F.cross_entropy(
-            kl, direction.clamp(max=7), reduction="none", label_smoothing=self.label_smoothing
-        )
+        log_kl = kl.log_softmax(1)
+        own = log_kl.gather(1, direction.clamp(max=7).unsqueeze(1)).squeeze(1)
+        eps = self.label_smoothing
+        ce_dir = -((1 - eps) * own + eps / 8 * (log_kl.sum(1) - own))  # the authors' smoothing
         abl = masked_mean(ce_dir * weight, select)
         return self.ce(logits, target) + self.weight * abl
 
@@ -406,13 +443,13 @@ class BoundaryDoULoss(SegLoss):
 
 
 def _label_edges(target: Tensor, valid: Tensor) -> Tensor:
-    """``[B,H,W]`` bool: valid pixels with an 8-neighbour of another valid label."""
+    """``[B,H,W]`` bool: valid pixels with an 8-neighbour of another label, an ignored 8-neighbour,
+    or an 8-neighbour outside the image (the erosion of the authors' ``mask_to_boundary``)."""
     h, w = target.shape[1:]
-    t = F.pad(target, (1, 1, 1, 1), value=-1)
-    v = F.pad(valid, (1, 1, 1, 1))
+    t = F.pad(torch.where(valid, target, -1), (1, 1, 1, 1), value=-1)
     edge = torch.zeros_like(valid)
     for dy, dx in _NEIGHBOURS:
-        edge |= _shifted(v, dy, dx, h, w) & (_shifted(t, dy, dx, h, w) != target)
+        edge |= _shifted(t, dy, dx, h, w) != target
     return edge & valid
 
 
@@ -432,25 +469,33 @@ def _label_edges(target: Tensor, valid: Tensor) -> Tensor:
 class ConditionalBoundaryLoss(SegLoss):
     """CE plus the conditional boundary loss on the decoder features of GT boundary pixels.
 
-    For each GT boundary pixel i (within ``k = max(1, round(dilation_ratio · diagonal))`` pixels,
-    chessboard, of another label, as the authors' ``mask_to_boundary``; Cityscapes config 0.005) and
-    its 5×5 neighbours j, computed at the feature resolution (target resized nearest, logits
-    bilinear over valid pixels):
+    GT boundary pixels, as the authors' ``multi_class_gt_to_boundary``: at the label resolution,
+    the valid pixels within ``k = max(1, round(dilation_ratio · diagonal))`` pixels (chessboard) of
+    a pixel of another label, an ignored pixel or the image border; then resized (nearest, with the
+    target) to the feature resolution. ``dilation_ratio`` = 0.02 is what the authors' code applies:
+    their config sets 0.005, but ``multi_class_gt_to_boundary`` does not pass it on to
+    ``mask_to_boundary``, whose default 0.02 is used (at 512×1024, k = 23 px at full resolution).
+    Then, for each boundary pixel i and its 5×5 neighbours j at the feature resolution (logits
+    resized bilinear over valid pixels):
 
     - A2P&N (``context_weight``, 1): cosine similarity of features f_i, f_j regressed (MSE) to 1
-      for same-label neighbours (positives) and 0 for the others (negatives);
+      for same-label neighbours (positives) and 0 for the others (negatives, ignored ones
+      included); as the authors, only boundary pixels of classes ``c ≥ 1`` (their mask is
+      multiplied by the label) at least 2 pixels from the image border, averaged per image over
+      pixels and the 24 neighbours, then over the images that have such pixels;
     - A2C (``center_weight``, 2): if i is predicted correctly, f_i is pulled (MSE, centre detached)
       to its local class centre, the mean feature of its correctly predicted same-label neighbours;
     - the condition (``center_cls_weight``, 0.2): the centres (of all same-label neighbours, and of
       the correctly predicted ones) must be classified as i's class (CE).
 
     Weights and the 5×5 window are those of the authors' code; A2C and the condition are averaged
-    per class, then over the classes that have both kinds of pixels. Simplifications: the
-    classifier is not available to a loss, so a centre is classified by the mean of the neighbours'
-    logits — equal to the classifier applied to the mean feature when the head is a linear 1×1
-    convolution (gradients then also reach the head; the original detaches it); the A2P&N term is
-    one mean over all (pixel, neighbour) pairs of the batch; image borders and ignored pixels are
-    not boundaries and ignored neighbours are left out (the original treats both as boundary).
+    per class, then over the classes that have both kinds of pixels; centres divide by the
+    neighbour count + 1e-5 as theirs. Simplification: the classifier is not available to a loss,
+    so a centre is classified by the mean of the neighbours' logits — equal to the authors'
+    classifier applied to the mean feature when the head is a linear 1×1 convolution without bias
+    (with a bias b, they differ by ``b·1e-5/(count + 1e-5)``; gradients then also reach the head,
+    where the original detaches it). An image whose boundary pixels all lie within 2 pixels of its
+    border makes the original's A2P&N term NaN (then 0 for the batch); here that image is left out.
     """
 
     def __init__(
@@ -460,18 +505,30 @@ class ConditionalBoundaryLoss(SegLoss):
         context_weight: float = 1.0,
         center_weight: float = 2.0,
         center_cls_weight: float = 0.2,
-        dilation_ratio: float = 0.005,
+        dilation_ratio: float = 0.02,
     ) -> None:
         super().__init__(num_classes, ignore_index)
         self.context_weight, self.center_weight = float(context_weight), float(center_weight)
         self.center_cls_weight, self.dilation_ratio = float(center_cls_weight), float(dilation_ratio)
         self.ce = CrossEntropyLoss(num_classes, ignore_index)
 
-    def boundary(self, target: Tensor, valid: Tensor) -> Tensor:
-        """GT boundary pixels ``[B,h,w]``: within k (chessboard) of a valid pixel of another label."""
+    def boundary(self, target: Tensor) -> Tensor:
+        """GT boundary pixels ``[B,H,W]`` at the target's resolution: valid pixels within k
+        (chessboard) of another label, an ignored pixel or the image border."""
         k = max(1, round(self.dilation_ratio * math.hypot(*target.shape[1:])))
+        valid = self.valid(target)
         edge = _label_edges(target, valid).float()[:, None]
         return (F.max_pool2d(edge, 2 * k - 1, 1, k - 1)[:, 0] > 0) & valid
+
+    @torch.no_grad()
+    def resized(self, target: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Target and GT boundary (found at the target's resolution) resized nearest to ``size``."""
+        boundary = self.boundary(target)
+        if target.shape[-2:] == size:
+            return target, boundary
+        both = torch.stack([target.float(), boundary.float()], 1)
+        t, b = F.interpolate(both, size=size, mode="nearest").unbind(1)
+        return t.long(), b > 0
 
     def per_class_mean(self, values: Tensor, mask: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Mean of ``values`` over ``mask`` per GT class: ``[C]`` means and ``[C]`` counts."""
@@ -485,50 +542,49 @@ class ConditionalBoundaryLoss(SegLoss):
         f = features.float()
         _, _, h, w = f.shape
         lg = logits.float()
-        t = target
+        t, boundary = self.resized(target, (h, w))
         if lg.shape[-2:] != (h, w):  # bilinear over valid pixels only: ignored logits stay out
             full_valid = self.valid(target)[:, None].float()
             weight = F.interpolate(full_valid, size=(h, w), mode="bilinear", align_corners=False)
             lg = F.interpolate(lg * full_valid, size=(h, w), mode="bilinear", align_corners=False)
             lg = lg / weight.clamp_min(1e-6)
-            t = F.interpolate(target[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
         valid = self.valid(t)
-        with torch.no_grad():
-            boundary = self.boundary(t, valid)
-            correct = valid & (lg.argmax(1) == t)
         r = 2
-        t_pad = F.pad(t, (r,) * 4, value=self.ignore_index)
-        valid_pad, correct_pad = F.pad(valid, (r,) * 4), F.pad(correct, (r,) * 4)
-        fn_pad = F.pad(F.normalize(f, dim=1), (r,) * 4)
-        f_pad, lg_pad = F.pad(f, (r,) * 4), F.pad(lg, (r,) * 4)
+        with torch.no_grad():
+            correct = valid & (lg.argmax(1) == t)
+            interior = torch.zeros_like(valid)
+            interior[:, r : h - r, r : w - r] = True
+            context = boundary & (t > 0) & interior  # the authors' boundary mask × label
+        t_pad, correct_pad = F.pad(torch.where(valid, t, -1), (r,) * 4, value=-1), F.pad(correct, (r,) * 4)
         fn = F.normalize(f, dim=1)
-        pn_err, pn_count = f.new_zeros(()), f.new_zeros(())
-        n_same, n_corr = f.new_zeros(t.shape), f.new_zeros(t.shape)
-        f_corr, lg_same, lg_corr = torch.zeros_like(f), torch.zeros_like(lg), torch.zeros_like(lg)
+        fn_pad, f_pad, lg_pad = F.pad(fn, (r,) * 4), F.pad(f.detach(), (r,) * 4), F.pad(lg, (r,) * 4)
+        pn_err = f.new_zeros(t.shape)
+        n_same, n_corr, f_corr = f.new_zeros(t.shape), f.new_zeros(t.shape), torch.zeros_like(f)
+        lg_same, lg_corr = torch.zeros_like(lg), torch.zeros_like(lg)
         for dy in range(-r, r + 1):
             for dx in range(-r, r + 1):
                 if dy == dx == 0:
                     continue
-                nb_valid = _shifted(valid_pad, dy, dx, h, w)
-                same = (nb_valid & (_shifted(t_pad, dy, dx, h, w) == t)).float()
-                corr = same * _shifted(correct_pad, dy, dx, h, w)
-                pair = (boundary & nb_valid).float()
+                with torch.no_grad():  # masks, counts and the (detached) centre feature
+                    same = (_shifted(t_pad, dy, dx, h, w) == t).float() * valid
+                    corr = same * _shifted(correct_pad, dy, dx, h, w)
+                    n_same += same
+                    n_corr += corr
+                    f_corr.addcmul_(_shifted(f_pad, dy, dx, h, w), corr[:, None])
                 cos = (fn * _shifted(fn_pad, dy, dx, h, w)).sum(1)
-                pn_err = pn_err + ((cos - same) ** 2 * pair).sum()
-                pn_count = pn_count + pair.sum()
-                n_same, n_corr = n_same + same, n_corr + corr
-                f_corr = f_corr + _shifted(f_pad, dy, dx, h, w) * corr[:, None]
+                pn_err = pn_err + (cos - same) ** 2
                 lg_same = lg_same + _shifted(lg_pad, dy, dx, h, w) * same[:, None]
                 lg_corr = lg_corr + _shifted(lg_pad, dy, dx, h, w) * corr[:, None]
-        a2pn = pn_err / pn_count.clamp_min(1)
+        per_image = (pn_err * context).sum((1, 2)) / (24 * context.sum((1, 2))).clamp_min(1)
+        a2pn = masked_mean(per_image, context.flatten(1).any(1))
 
-        sel_same = boundary & (n_same > 0)
+        sel_same = boundary & valid & (n_same > 0)
         sel_corr = boundary & correct & (n_corr > 0)
         safe_t = torch.where(valid, t, 0)
-        centre = (f_corr / n_corr.clamp_min(1)[:, None]).detach()
+        centre = f_corr / (n_corr + 1e-5)[:, None]  # no gradient (the authors detach it)
         mse, cnt_corr = self.per_class_mean(((f - centre) ** 2).mean(1), sel_corr, safe_t)
-        ce_same = F.cross_entropy(lg_same / n_same.clamp_min(1)[:, None], safe_t, reduction="none")
-        ce_corr = F.cross_entropy(lg_corr / n_corr.clamp_min(1)[:, None], safe_t, reduction="none")
+        ce_same = F.cross_entropy(lg_same / (n_same + 1e-5)[:, None], safe_t, reduction="none")
+        ce_corr = F.cross_entropy(lg_corr / (n_corr + 1e-5)[:, None], safe_t, reduction="none")
         cls_same, cnt_same = self.per_class_mean(ce_same, sel_same, safe_t)
         cls_corr, _ = self.per_class_mean(ce_corr, sel_corr, safe_t)
         counted = (cnt_same > 0) & (cnt_corr > 0)

@@ -42,6 +42,29 @@ def soft_skeleton(x: Tensor, iterations: int) -> Tensor:
     return skeleton
 
 
+def binary_skeleton(mask: Tensor, iterations: int) -> Tensor:
+    """``soft_skeleton`` of a bool mask ``[B,C,H,W]``, in bool arithmetic (no autograd, a quarter of
+    the memory traffic): on {0, 1} maps min/max are and/or, ``relu(x - open(x))`` is
+    ``x & ~open(x)`` and the soft union is ``or``, so the result equals ``soft_skeleton``'s."""
+    h, w = mask.shape[-2:]
+
+    def erode(x: Tensor) -> Tensor:
+        p = F.pad(x, (1, 1, 1, 1), value=True)
+        return x & p[..., :h, 1:-1] & p[..., 2:, 1:-1] & p[..., 1:-1, :w] & p[..., 1:-1, 2:]
+
+    def dilate(x: Tensor) -> Tensor:
+        p = F.pad(x, (1, 1, 1, 1), value=False)
+        rows = p[..., :h, :] | p[..., 1:-1, :] | p[..., 2:, :]
+        return rows[..., :w] | rows[..., 1:-1] | rows[..., 2:]
+
+    eroded = erode(mask)
+    skeleton = mask & ~dilate(eroded)
+    for _ in range(iterations):
+        mask, eroded = eroded, erode(eroded)
+        skeleton |= mask & ~dilate(eroded)
+    return skeleton
+
+
 @register_loss(
     "cldice",
     category="region",
@@ -57,18 +80,21 @@ class ClDiceLoss(SegLoss):
     """Soft Dice + soft clDice, ``(1-α)·(1 - Dice) + α·(1 - clDice)``, with α = 0.5 (Shit et al.).
 
     Per class (one-vs-rest on softmax probabilities ``p`` and the one-hot target ``t``), soft
-    skeletons ``S_p``, ``S_t`` come from ``iterations + 1`` (4) rounds of min/max-pool erosion and
+    skeletons ``S_p``, ``S_t`` come from ``iterations + 1`` (11) rounds of min/max-pool erosion and
     opening. Topology precision ``Tprec = (Σ S_p t + s) / (Σ S_p + s)`` and sensitivity ``Tsens =
     (Σ S_t p + s) / (Σ S_t + s)`` give ``clDice = 2 Tprec Tsens / (Tprec + Tsens)``; the Dice term is
     ``(2 Σ p t + s) / (Σ p + Σ t + s)``; both with s = 1 and averaged over classes. Defaults as the
-    authors' PyTorch code (jocpae/clDice: ``iter_=3``, ``alpha=0.5``, ``smooth=1``), which sums over
-    the batch and over all foreground channels together and skips channel 0; here each class is
+    authors' current PyTorch code (jocpae/clDice, 2024: ``SoftSkeletonize(num_iter=10)``, whose
+    ``iter_`` argument is unused; ``alpha=0.5``, ``smooth=1``, ``exclude_background=False``); their
+    2021 code used ``iter_=3`` (``iterations=3``; each round costs about a tenth of the loss). The
+    authors sum over the batch and over all (foreground) channels together; here each class is
     scored separately (``batch=True``: sums over the batch, ``False``: per image, then averaged) and
     ``include_background=False`` skips class 0, so ``C = 2`` with ``include_background=False``
     reproduces the authors' binary loss. Empty rule: a class absent from the target scores 1 on both
     terms when nothing is predicted and is penalised for predicted mass. Ignored pixels count as
-    background for the skeletons (their probability and label are set to 0). Cost: the prediction's
-    skeleton keeps about 10 logits-sized tensors per round for the backward (≈40× the logits in all).
+    background for the skeletons (their probability and label are set to 0). The target's skeleton
+    is computed in bool arithmetic. Cost: the prediction's skeleton keeps about 10 logits-sized
+    tensors per round for the backward.
     """
 
     def __init__(
@@ -76,7 +102,7 @@ class ClDiceLoss(SegLoss):
         num_classes: int,
         ignore_index: int = 255,
         alpha: float = 0.5,
-        iterations: int = 3,
+        iterations: int = 10,
         smooth: float = 1.0,
         batch: bool = True,
         include_background: bool = True,
@@ -95,7 +121,8 @@ class ClDiceLoss(SegLoss):
         p, t = self.probs(logits, target), self.one_hot(target)
         dims = (0, 2, 3) if self.batch else (2, 3)
         s = self.smooth
-        skel_p, skel_t = soft_skeleton(p, self.iterations), soft_skeleton(t, self.iterations)
+        skel_p = soft_skeleton(p, self.iterations)
+        skel_t = binary_skeleton(t > 0, self.iterations).to(p.dtype)
         tprec = ((skel_p * t).sum(dims) + s) / (skel_p.sum(dims) + s)
         tsens = ((skel_t * p).sum(dims) + s) / (skel_t.sum(dims) + s)
         cldice = 2 * tprec * tsens / (tprec + tsens)

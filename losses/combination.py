@@ -30,25 +30,47 @@ class WeightedSum(SegLoss):
 
 class OneVsRestBCE(SegLoss):
     """β-weighted binary cross-entropy of each class against the rest on softmax probabilities:
-    ``-[β t ln p + (1-β)(1-t) ln(1-p)]``, mean over valid pixels and classes."""
+    ``-[β t ln p + (1-β)(1-t) ln(1-p)]``, mean over valid pixels and the classes from ``first``
+    (0, or 1 to leave the background out)."""
 
-    def __init__(self, num_classes: int, ignore_index: int, beta: float) -> None:
+    def __init__(self, num_classes: int, ignore_index: int, beta: float, first: int = 0) -> None:
         super().__init__(num_classes, ignore_index)
-        self.beta = float(beta)
+        self.beta, self.first = float(beta), int(first)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         logp = logits.float().log_softmax(1)
-        p = logp.exp()
-        # ln(1 - p): log1p(-p) is accurate where p <= 1/2; for the one class with p > 1/2 (if any),
-        # 1 - p is the others' mass, summed directly so that it survives float32 when p → 1.
+        logp_t = logp.gather(1, self.safe_target(target).unsqueeze(1))
+        return self.from_probs(logp_t, logp.exp(), target)
+
+    def from_probs(self, logp_t: Tensor, p: Tensor, target: Tensor) -> Tensor:
+        """The loss from the target's log-probability ``[B,1,H,W]`` and the probabilities
+        ``[B,C,H,W]`` (shared with ``combo``'s Dice term).
+
+        ``ln(1 - p)`` is ``log1p(-p)``, accurate where ``p <= 1/2``; for the one class with ``p > 1/2``
+        (if any), ``1 - p`` is the others' mass, summed directly so that it survives float32 when
+        ``p → 1``. Only ``[B,H,W]`` maps are built besides one masked copy of ``p``.
+        """
+        first = self.first
         top = p > 0.5
-        rest = p.masked_fill(top, 0).sum(1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
-        log1m_p = torch.where(top, rest.log(), torch.log1p(-p.masked_fill(top, 0)))
+        others = p.masked_fill(top, 0)  # the top class contributes log1p(0) = 0 below
+        rest = others.sum(1, keepdim=True)  # 1 - p_top where a class has p > 1/2, else ≈ 1
+        log_rest = rest.clamp_min(torch.finfo(p.dtype).tiny).log()
+        top_scored = rest < 0.5
+        if first:
+            top_scored = top_scored & ~top[:, :first].any(1, keepdim=True)
         t = self.safe_target(target).unsqueeze(1)
-        positive = logp.gather(1, t).squeeze(1)  # t ln p summed over classes
-        negative = log1m_p.scatter(1, t, 0.0).sum(1)  # (1 - t) ln(1 - p) summed over classes
-        per_pixel = -(self.beta * positive + (1 - self.beta) * negative)
-        return masked_mean(per_pixel, self.valid(target)) / self.num_classes
+        p_t = logp_t.exp()
+        scored = t >= first  # the pixel's own class is one of the scored channels
+        own_log1m = torch.where(p_t > 0.5, log_rest, torch.log1p(-p_t.clamp_max(0.5)))
+        log1m = torch.log1p(others.neg_())  # in place: neither op needs its input for backward
+        log1m_sum = log1m.sum(1, keepdim=True)
+        if first:  # a sum over all channels minus the unscored ones: no slice of a full-size map
+            log1m_sum = log1m_sum - log1m[:, :first].sum(1, keepdim=True)
+        log1m_sum = log1m_sum + torch.where(top_scored, log_rest, 0.0)  # Σ_c ln(1 - p_c), scored c
+        positive = torch.where(scored, logp_t, 0.0)  # Σ_c t ln p
+        negative = log1m_sum - torch.where(scored, own_log1m, 0.0)  # Σ_c (1 - t) ln(1 - p)
+        per_pixel = -(self.beta * positive + (1 - self.beta) * negative).squeeze(1)
+        return masked_mean(per_pixel, self.valid(target)) / (self.num_classes - first)
 
 
 @register_loss(
@@ -57,32 +79,65 @@ class OneVsRestBCE(SegLoss):
     reference="Taghanaki et al. Combo loss: Handling input and output imbalance in multi-organ "
     "segmentation. CMIG 2019",
     original="binary",
-    ranges={"alpha": (0, 1), "beta": (0, 1)},
+    ranges={"alpha": (0, 1), "beta": (0, 1), "smooth": (0, None)},
 )
-class ComboLoss(WeightedSum):
-    """Combo loss ``α·(β-weighted BCE) + (1-α)·(1 - Dice)``; α=β=0.5 (Taghanaki et al.).
+class ComboLoss(SegLoss):
+    """Combo loss ``α·(β-weighted BCE) + (1-α)·(1 - Dice)``; α=β=0.5, foreground only, s=1 (Taghanaki et al.).
 
-    The original is ``α·L_BCE(β) - (1-α)·Dice``, per voxel and binary: β > 0.5 penalises false
-    negatives more, α trades BCE against Dice (0.5/0.5 as in public ports; the paper tunes both).
-    Multi-class here: the BCE term is one-vs-rest per class on softmax probabilities (mean over
-    valid pixels and classes), and Dice is ``dice(squared=False)`` (the paper's linear Sørensen
-    Dice, batch-wise, averaged over classes where the paper sums). Using ``1 - Dice`` instead of
-    ``-Dice`` shifts the value by the constant ``1-α`` (same gradients) so that the loss is ≥ 0 and
-    0 on an all-ignored batch. The survey's eq. 32 uses a class-weighted CE instead of the
-    β-weighted BCE.
+    The original (paper eq. 3, authors' Keras ``combo_loss.py``) is binary: one sigmoid foreground map
+    ``p``, ``L_BCE = -mean[β t ln p + (1-β)(1-t) ln(1-p)]`` over all pixels of the batch and
+    ``Dice = (2 Σ p t + 1) / (Σ p + Σ t + 1)`` (smoothing 1, sums over the batch), combined as
+    ``α·L_BCE - (1-α)·Dice``; β > 0.5 penalises false negatives more, α trades BCE against Dice.
+    Multi-class here, one-vs-rest on softmax probabilities for the foreground classes ``c ≥ 1``
+    (``include_background=False``, the default: with 2 classes exactly the authors' binary loss on
+    channel 1): the BCE is averaged over valid pixels and scored classes, the Dice is the linear
+    Sørensen Dice per class over the batch (``batch=False``: per image) with smoothing ``smooth``,
+    averaged over scored classes. ``include_background=True`` also scores class 0 (with 2 classes
+    this makes β inert: class 0's BCE is class 1's with β and 1-β swapped). Using ``1 - Dice``
+    instead of ``-Dice`` adds the constant ``1-α`` (same gradients) so that the loss is ≥ 0.
+    Differences from the Keras file: its successive versions mis-bracket the BCE (2019: β also
+    multiplies the negative term; 2020: the negative term's sign is flipped), here the paper's
+    formula; it clips ``p`` to ``[1e-7, 1-1e-7]``, here ``ln p`` and ``ln(1-p)`` are computed
+    exactly instead. The survey's eq. 32 uses a class-weighted CE instead of the β-weighted BCE.
     """
 
     def __init__(
-        self, num_classes: int, ignore_index: int = 255, alpha: float = 0.5, beta: float = 0.5
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        smooth: float = 1.0,
+        batch: bool = True,
+        include_background: bool = False,
     ) -> None:
-        super().__init__(
-            num_classes,
-            ignore_index,
-            {
-                "bce": (alpha, OneVsRestBCE(num_classes, ignore_index, beta)),
-                "dice": (1 - alpha, DiceLoss(num_classes, ignore_index, squared=False)),
-            },
-        )
+        super().__init__(num_classes, ignore_index)
+        if not include_background and num_classes < 2:
+            raise ValueError("loss 'combo': include_background=False needs num_classes >= 2")
+        first = 0 if include_background else 1
+        self.alpha, self.smooth, self.batch, self.first = float(alpha), float(smooth), bool(batch), first
+        self.bce = OneVsRestBCE(num_classes, ignore_index, beta, first)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        logp = logits.float().log_softmax(1)
+        p = logp.exp()
+        t = self.safe_target(target)
+        logp_t = logp.gather(1, t.unsqueeze(1))
+        bce = self.bce.from_probs(logp_t, p, target)
+        # per-class sums without a one-hot: Σ p t and Σ t from the target's bins, Σ p as a product
+        valid = self.valid(target)
+        w = valid.to(p.dtype)
+        b, c = p.shape[:2]
+        bins = (torch.arange(b, device=t.device).view(b, 1, 1) * c + t).flatten()
+        p_t = logp_t.exp()
+        tp = p.new_zeros(b * c).index_add_(0, bins, (p_t.squeeze(1) * w).flatten())
+        count = p.new_zeros(b * c).index_add_(0, bins, w.flatten())
+        mass = (p.flatten(2) @ w.flatten(1).unsqueeze(-1)).squeeze(-1)  # Σ p over valid pixels
+        tp, count = tp.view(b, c), count.view(b, c)
+        if self.batch:
+            tp, count, mass = tp.sum(0), count.sum(0), mass.sum(0)
+        dice = (2 * tp + self.smooth) / (mass + count + self.smooth)
+        return self.alpha * bce + (1 - self.alpha) * (1 - dice[..., self.first :].mean())
 
 
 def _first_class(name: str, num_classes: int, include_background: bool) -> int:

@@ -301,11 +301,13 @@ class SensitivitySpecificityLoss(OverlapLoss):
 class GeneralizedDiceLoss(OverlapLoss):
     """Generalised Dice loss ``1 - (2 Σ_c w_c Σ p t + s) / (Σ_c w_c Σ (p + t) + s)``, ``w_c = 1/(Σ t)²``.
 
-    Sudre et al.'s class weights, from the target counts of the batch (``batch=True``, as NiftyNet)
-    or of each image. Absent classes would get infinite weights; as in MONAI they take the largest
-    finite weight, so their false positives count like those of the rarest present class. The
-    weights are normalised to sum to 1 (the ratio is scale-free), which keeps ``s`` a tiny
-    constant: with raw weights ``1/(Σ t)²`` it would dominate both sums on large images.
+    Sudre et al.'s class weights, from the target counts of the batch (``batch=True``, as the
+    authors' 2017 NiftyNet code, which scored the batch as one volume) or of each image
+    (``batch=False``, as NiftyNet's later ``LossFunction``, which scores each image and averages).
+    Absent classes would get infinite weights; as in MONAI they take the largest finite weight, so
+    their false positives count like those of the rarest present class. The weights are normalised
+    to sum to 1 (the ratio is scale-free), which keeps ``s`` a tiny constant: with raw weights
+    ``1/(Σ t)²`` it would dominate both sums on large images.
     """
 
     def __init__(

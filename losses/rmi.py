@@ -12,15 +12,19 @@ from .base import SegLoss, masked_mean
 from .registry import register_loss
 
 
-def pool_masked(x: Tensor, mask: Tensor, size: int, kind: str) -> tuple[Tensor, Tensor]:
+def pool_masked(x: Tensor, mask: Tensor | None, size: int, kind: str) -> Tensor:
     """Down-sample ``x [B,C,H,W]`` by ``size`` (stride = size, padding size//2, as the official code)
-    over the valid pixels of ``mask [B,1,H,W]`` only; returns the pooled map and its cell validity."""
+    with the pixels outside ``mask [B,1,H,W]`` (if given) set to 0.
+
+    As the official code, ``"avg"`` divides every cell's sum by ``size²``, also where the cell
+    overlaps the zero padding or ignored pixels (``count_include_pad``); ``"max"`` of ``x >= 0``
+    zeroed where ignored runs over the valid pixels."""
     pad = size // 2
-    cell = F.max_pool2d(mask, size, size, pad)
-    if kind == "max":  # x >= 0 and zero where ignored, so the max runs over the valid pixels
-        return F.max_pool2d(x * mask, size, size, pad), cell
-    total = F.avg_pool2d(x * mask, size, size, pad)
-    return total / F.avg_pool2d(mask, size, size, pad).clamp_min(1e-12), cell
+    if mask is not None:
+        x = x * mask
+    if kind == "max":
+        return F.max_pool2d(x, size, size, pad)
+    return F.avg_pool2d(x, size, size, pad, count_include_pad=True)
 
 
 def centred_vectors(x: Tensor, weight: Tensor, radius: int) -> Tensor:
@@ -83,9 +87,12 @@ class RMILoss(SegLoss):
     ``[B,C,9,9]``. Deviations, none of which changes the gradient: ``r²·log α`` is subtracted so the
     RMI term is ``½ log det(I + Σ_{Y|P}/α) / r² ≥ 0`` (0 for absent classes and empty images, below
     ½ log 2 per class for a perfect prediction); the pixel loss is a mean over valid pixels (official:
-    ``/(count + 1)``). Ignored pixels are excluded from the statistics: pooling runs over the valid
-    pixels of a cell, a cell counts if one of its pixels is valid, a 9-D point if all its cells do,
-    and an image without valid points is left out of the mean.
+    ``/(count + 1)``). Pooling as the official code: ignored pixels enter as 0 (label and
+    probability), and ``pool="avg"`` divides each cell by ``pool_size²`` including the zero padding
+    at the borders. Deviation, for ignored pixels only: the official code keeps every 9-D point,
+    here a cell counts if one of its pixels is valid, a point if all its cells do (points over
+    ignored regions are left out of the statistics), and an image without valid points is left out
+    of the mean; the official ``+1e-6`` on the probabilities cancels in the centred covariances.
     """
 
     alpha = 5e-4  # official _POS_ALPHA: keeps the covariances positive definite
@@ -116,7 +123,9 @@ class RMILoss(SegLoss):
         onehot = self.one_hot(target)
         x = logits.float()
         if self.activation == "sigmoid":
-            bce = F.binary_cross_entropy_with_logits(x, onehot, reduction="none").sum(1)
+            # Σ_c BCE(x_c, t_c) = Σ_c softplus(x_c) - x_t for a one-hot t: no full-size target product
+            x_t = x.gather(1, self.safe_target(target).unsqueeze(1)).squeeze(1)
+            bce = F.softplus(x).sum(1) - x_t
             pixel, probs = masked_mean(bce, valid), x.sigmoid()
         else:
             ce = F.cross_entropy(x, self.safe_target(target), reduction="none")
@@ -126,8 +135,9 @@ class RMILoss(SegLoss):
     def rmi_term(self, onehot: Tensor, probs: Tensor, valid: Tensor) -> Tensor:
         """``Σ_c mean_b ½ log det(I + Σ_{Y|P}/α) / r²`` for ``[B,C,H,W]`` labels and probabilities."""
         mask = valid.unsqueeze(1).float()
-        labels, cell = pool_masked(onehot, mask, self.pool_size, self.pool)
-        probs, _ = pool_masked(probs, mask, self.pool_size, self.pool)
+        labels = pool_masked(onehot, None, self.pool_size, self.pool)  # already 0 where ignored
+        cell = F.max_pool2d(mask, self.pool_size, self.pool_size, self.pool_size // 2)
+        probs = pool_masked(probs, mask, self.pool_size, self.pool)
         r, d = self.radius, self.radius * self.radius
         if min(labels.shape[-2:]) < r:
             raise ValueError(

@@ -15,7 +15,7 @@ from segmentation_models_pytorch.losses import LovaszLoss
 from segmentation_models_pytorch.losses.lovasz import _lovasz_softmax
 
 from losses import create_loss
-from losses.cldice import soft_skeleton
+from losses.cldice import binary_skeleton, soft_skeleton
 from losses.lovasz import lovasz_grad
 
 IGNORE = 255
@@ -167,7 +167,8 @@ def np_rmi(logits, target, c, radius=3, pool=3, kind="max", lam=0.5, activation=
     hp, wp = (h + 2 * pad - pool) // pool + 1, (w + 2 * pad - pool) // pool + 1
 
     def down(a):
-        """Pool each cell over its valid pixels (0 where it has none) and flag the cells with any."""
+        """Pool each cell with ignored and padded pixels as 0 (avg: sum / pool²) and flag the cells
+        with a valid pixel."""
         out, cell = np.zeros((b, c, hp, wp)), np.zeros((b, hp, wp), dtype=bool)
         for i in range(hp):
             for j in range(wp):
@@ -178,7 +179,7 @@ def np_rmi(logits, target, c, radius=3, pool=3, kind="max", lam=0.5, activation=
                 if kind == "max":
                     out[:, :, i, j] = np.where(m, win, 0).max((2, 3))
                 else:
-                    out[:, :, i, j] = (win * m).sum((2, 3)) / np.maximum(m.sum((2, 3)), 1)
+                    out[:, :, i, j] = (win * m).sum((2, 3)) / pool**2  # official: zeros count
         return out, cell
 
     (yl, cell), (pl, _) = down(y), down(p)
@@ -353,7 +354,7 @@ def np_skeleton(a: np.ndarray, iterations: int) -> np.ndarray:
     return skel
 
 
-def np_cldice(logits, target, c, alpha=0.5, iterations=3, smooth=1.0, batch=True, first=0):
+def np_cldice(logits, target, c, alpha=0.5, iterations=10, smooth=1.0, batch=True, first=0):
     valid = (target != IGNORE).numpy()[:, None]
     p, t = np_softmax(logits.double().numpy()) * valid, np_one_hot(target.numpy(), c)
     sp, st = np_skeleton(p, iterations), np_skeleton(t, iterations)
@@ -367,8 +368,17 @@ def np_cldice(logits, target, c, alpha=0.5, iterations=3, smooth=1.0, batch=True
 
 def test_soft_skeleton_matches_the_authors_code_via_monai():
     maps = torch.cat([torch.rand(2, 3, 20, 25), (torch.rand(2, 3, 20, 25) > 0.4).float()])
-    for iterations in (0, 1, 3, 5):
+    for iterations in (0, 1, 3, 5, 10):
         torch.testing.assert_close(soft_skeleton(maps, iterations), soft_skel(maps, iterations))
+
+
+def test_binary_skeleton_equals_the_soft_skeleton_of_a_binary_map():
+    masks = torch.rand(2, 3, 20, 25) > 0.3
+    masks[0, 0, 4:14, 3:20] = True  # a thick blob needs several rounds
+    for iterations in (0, 1, 3, 10):
+        torch.testing.assert_close(
+            binary_skeleton(masks, iterations).float(), soft_skeleton(masks.float(), iterations)
+        )
 
 
 @pytest.mark.parametrize(
@@ -383,7 +393,7 @@ def test_cldice_matches_a_numpy_transcription(options):
         target,
         3,
         alpha=options.get("alpha", 0.5),
-        iterations=options.get("iterations", 3),
+        iterations=options.get("iterations", 10),
         smooth=options.get("smooth", 1.0),
         batch=options.get("batch", True),
         first=0 if options.get("include_background", True) else 1,

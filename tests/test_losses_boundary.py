@@ -197,53 +197,7 @@ def test_boundary_aware_is_ce_plus_summed_binary_ces_and_checks_aux_shape():
 
 # --- active_boundary --------------------------------------------------------------------------------
 
-NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-
-
-def abl_reference(logits: torch.Tensor, target: torch.Tensor, ratio: float) -> float:
-    """Per-pixel loop transcription of the authors' ``ABL.forward`` (no ignored pixels), with the
-    per-image exact threshold in place of their 1.2× search."""
-    b_, _, h, w = logits.shape
-    p = logits.softmax(1).double().numpy()
-    logp = np.log(p)
-    terms = []
-    for b in range(b_):
-        t = target[b].numpy()
-        edge = np.zeros((h, w), bool)
-        edge[:-1] |= t[1:] != t[:-1]
-        edge[:, :-1] |= t[:, 1:] != t[:, :-1]
-        dist = np.maximum(edt(~edge) - 1, 0)
-        kl = np.zeros((h, w))
-        kl[:-1] += (p[b, :, :-1] * (logp[b, :, :-1] - logp[b, :, 1:])).sum(0)
-        kl[:, :-1] += (p[b, :, :, :-1] * (logp[b, :, :, :-1] - logp[b, :, :, 1:])).sum(0)
-        keep = int(h * w * ratio)
-        eps = max(1e-5, np.sort(kl.ravel())[-(keep + 1)])
-        found = ndimage.binary_dilation(kl > eps, np.ones((3, 3), bool))
-        for y, x in zip(*np.nonzero(found), strict=True):
-            around = [
-                dist[y + dy, x + dx] if 0 <= y + dy < h and 0 <= x + dx < w else 1e5 for dy, dx in NEIGHBOURS
-            ]
-            direction = int(np.argmin([*around, dist[y, x]]))
-            if direction == 8:
-                continue
-            z = []
-            for dy, dx in NEIGHBOURS:
-                ny, nx = min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)
-                q = p[b, :, ny, nx]
-                z.append((q * (np.log(q) - logp[b, :, y, x])).sum())
-            z = np.array(z)
-            logsm = z - np.log(np.exp(z).sum())
-            smooth = np.full(8, 0.2 / 8)
-            smooth[direction] += 0.8
-            terms.append(-(smooth * logsm).sum() * min(dist[y, x], 20) / 20)
-    return masked_ce(logits, target).item() + (np.mean(terms) if terms else 0.0)
-
-
-def test_active_boundary_matches_a_per_pixel_transcription_of_the_authors_code():
-    target = blobs(2, 14, 16, 3, regions=4)
-    logits = noisy_logits(blobs(2, 14, 16, 3, regions=4, seed=5), 3, margin=2.0)
-    loss = create_loss("active_boundary", num_classes=3, boundary_ratio=0.08)
-    assert loss(logits, target).item() == pytest.approx(abl_reference(logits, target, 0.08), rel=1e-5)
+# the value and gradient against the authors' abl.py: tests/test_loss_reference.py
 
 
 def test_active_boundary_without_predicted_boundary_is_plain_ce():
@@ -355,66 +309,7 @@ def test_inverseform_is_ce_plus_balanced_bce_plus_inverse_distance(tmp_path):
 # --- conditional_boundary ---------------------------------------------------------------------------
 
 
-def cbl_reference(logits, target, feats, k: int, weights=(1.0, 2.0, 0.2)) -> float:
-    """Per-pixel loop transcription of the conditional boundary loss (features at logit resolution)."""
-    b_, c_, h, w = logits.shape
-    t, lg, f = target.numpy(), logits.double().numpy(), feats.double().numpy()
-    valid, pred = t != 255, lg.argmax(1)
-    correct = valid & (pred == t)
-    pn_err, pn_n = 0.0, 0
-    mse, ce_same, ce_corr = ({c: [] for c in range(c_)} for _ in range(3))
-
-    def ce(z, c):
-        return np.log(np.exp(z).sum()) - z[c]
-
-    for b in range(b_):
-        for y in range(h):
-            for x in range(w):
-                if not valid[b, y, x]:
-                    continue
-                window = [
-                    (y + dy, x + dx)
-                    for dy in range(-k, k + 1)
-                    for dx in range(-k, k + 1)
-                    if 0 <= y + dy < h and 0 <= x + dx < w and valid[b, y + dy, x + dx]
-                ]
-                if all(t[b, j[0], j[1]] == t[b, y, x] for j in window):
-                    continue  # not a boundary pixel
-                c, fi = t[b, y, x], f[b, :, y, x]
-                nbrs = [
-                    (y + dy, x + dx)
-                    for dy in range(-2, 3)
-                    for dx in range(-2, 3)
-                    if (dy, dx) != (0, 0) and 0 <= y + dy < h and 0 <= x + dx < w and valid[b, y + dy, x + dx]
-                ]
-                for j in nbrs:
-                    fj = f[b, :, j[0], j[1]]
-                    cos = fi @ fj / (np.linalg.norm(fi) * np.linalg.norm(fj))
-                    pn_err += (cos - (t[b, j[0], j[1]] == c)) ** 2
-                    pn_n += 1
-                same = [j for j in nbrs if t[b, j[0], j[1]] == c]
-                corr = [j for j in same if correct[b, j[0], j[1]]]
-                if same:
-                    ce_same[c].append(ce(np.mean([lg[b, :, j[0], j[1]] for j in same], 0), c))
-                if correct[b, y, x] and corr:
-                    centre = np.mean([f[b, :, j[0], j[1]] for j in corr], 0)
-                    mse[c].append(((fi - centre) ** 2).mean())
-                    ce_corr[c].append(ce(np.mean([lg[b, :, j[0], j[1]] for j in corr], 0), c))
-    counted = [c for c in range(c_) if ce_same[c] and ce_corr[c]]
-    a2c = np.mean([np.mean(mse[c]) for c in counted])
-    condition = np.mean([np.mean(ce_same[c]) + np.mean(ce_corr[c]) for c in counted])
-    ce_seg = masked_ce(logits, target).item()
-    return ce_seg + weights[0] * pn_err / pn_n + weights[1] * a2c + weights[2] * condition
-
-
-def test_conditional_boundary_matches_a_per_pixel_transcription():
-    target = blobs(2, 10, 12, 3, regions=5)
-    target[0, 0, :4] = 255
-    logits = noisy_logits(target, 3, margin=1.5)
-    feats = torch.randn(2, 5, 10, 12)
-    loss = create_loss("conditional_boundary", num_classes=3, dilation_ratio=0.1)  # k = round(1.56) = 2
-    expected = cbl_reference(logits, target, feats, k=2)
-    assert loss(logits, target, features=feats).item() == pytest.approx(expected, rel=1e-5)
+# the value and gradient against the authors' CBL code: tests/test_loss_reference.py
 
 
 def test_conditional_boundary_vanishes_for_label_aligned_features_and_perfect_logits():
@@ -487,3 +382,8 @@ def test_region_wise_matches_the_authors_rrw_maps_and_signed_option_is_boundary_
     )
     signed = create_loss("region_wise", num_classes=4, rw_map="signed")(logits, target).item()
     assert signed == pytest.approx((p * kervadec_maps(target.numpy(), 4)).mean(), rel=1e-5)
+
+
+def test_active_boundary_rejects_an_unknown_threshold_rule_by_name():
+    with pytest.raises(ValueError, match="threshold='global' must be 'image' or 'batch'"):
+        create_loss("active_boundary", num_classes=3, threshold="global")

@@ -37,13 +37,23 @@ def np_linear_dice(p: np.ndarray, t: np.ndarray, s: float) -> np.ndarray:
 
 @pytest.mark.parametrize(("alpha", "beta"), [(0.5, 0.5), (0.3, 0.8)])
 @pytest.mark.parametrize("classes", [C, C - 1])
-def test_combo_matches_taghanaki(alpha, beta, classes):
+@pytest.mark.parametrize("include_background", [False, True])
+def test_combo_matches_taghanaki(alpha, beta, classes, include_background):
     logits, target = batch(0.2, classes)
     p, t = np_pixels(logits, target)
+    first = 0 if include_background else 1
+    p, t = p[:, first:], t[:, first:]
     bce = -(beta * t * np.log(p) + (1 - beta) * (1 - t) * np.log(1 - p)).mean()  # over pixels and classes
-    dice = np_linear_dice(p, t, 1e-5).mean()
+    dice = np_linear_dice(p, t, 1.0).mean()
     expected = alpha * bce - (1 - alpha) * dice + (1 - alpha)  # the original, shifted by 1-α to be ≥ 0
-    close(create_loss("combo", num_classes=C, alpha=alpha, beta=beta)(logits, target), expected)
+    mine = create_loss("combo", num_classes=C, alpha=alpha, beta=beta, include_background=include_background)
+    close(mine(logits, target), expected)
+
+
+def test_combo_beta_acts_with_two_classes():
+    logits, target = batch(0.2, 2, num_classes=2)
+    values = [create_loss("combo", num_classes=2, beta=b)(logits, target).item() for b in (0.1, 0.9)]
+    assert abs(values[0] - values[1]) > 1e-2
 
 
 @pytest.mark.parametrize("beta", [0.5, 0.8])
@@ -58,7 +68,7 @@ def test_combo_bce_term_is_accurate_for_confident_errors(beta):
     log_rest = np.stack([np.log(np.exp(np.delete(z, c, 1)).sum(1)) for c in range(C)], 1) - lse  # ln(1 - p)
     expected = -(beta * t * log_p + (1 - beta) * (1 - t) * log_rest).mean()
     logits.requires_grad_()
-    value = create_loss("combo", num_classes=C, alpha=1.0, beta=beta)(logits, target)
+    value = create_loss("combo", num_classes=C, alpha=1.0, beta=beta, include_background=True)(logits, target)
     close(value, expected)
     value.backward()
     assert torch.isfinite(logits.grad).all()
