@@ -280,6 +280,7 @@ def _shifted(padded: Tensor, dy: int, dx: int, h: int, w: int) -> Tensor:
     reference="Wang, Zhang, Cui, Ren, Yang, Xie, Hua, Bao, Xu. Active Boundary Loss for Semantic "
     "Segmentation. AAAI 2022",
     needs_distance_maps=True,
+    choices={"threshold": ("image", "batch")},
     ranges={
         "weight": (0, None),
         "max_clip_dist": (0, None),

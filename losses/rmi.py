@@ -69,6 +69,7 @@ class Gram64(torch.autograd.Function):
     "rmi",
     category="region",
     reference="Zhao, Wang, Yang, Cai. Region Mutual Information Loss for Semantic Segmentation. NeurIPS 2019",
+    choices={"pool": ("max", "avg"), "activation": ("sigmoid", "softmax")},
     ranges={"radius": (1, 10), "pool_size": (1, None), "ce_weight": (0, 1)},
 )
 class RMILoss(SegLoss):

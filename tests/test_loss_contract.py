@@ -231,7 +231,6 @@ def test_list_losses_selects_the_survey_losses():
 FAMILY_OPTIONS = ("include_background", "smooth", "batch")
 EXCEPTIONS["family_options"] = {
     "sum": "a composite: the options belong to its terms' params",
-    "combo": "issue 12: the combo fix adds include_background and smooth (the authors' Dice)",
     "rmi": "issue 12: not yet given the region options",
     "t_loss": "issue 12: not yet given the region options",
     "wasserstein_dice": "issue 12: not yet given include_background",

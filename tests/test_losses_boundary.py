@@ -385,5 +385,5 @@ def test_region_wise_matches_the_authors_rrw_maps_and_signed_option_is_boundary_
 
 
 def test_active_boundary_rejects_an_unknown_threshold_rule_by_name():
-    with pytest.raises(ValueError, match="threshold='global' must be 'image' or 'batch'"):
+    with pytest.raises(ValueError, match="threshold='global' is not one of"):
         create_loss("active_boundary", num_classes=3, threshold="global")
