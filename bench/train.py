@@ -82,6 +82,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("poly", "onecycle", "constant")
+
+
 def make_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """AdamW or SGD over parameter groups (``[{"params": [...]}, ...]``; a group may set its ``lr``)."""
     name = cfg["name"]
@@ -91,7 +95,7 @@ def make_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.o
         return torch.optim.SGD(
             params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), weight_decay=cfg.get("weight_decay", 0.0)
         )
-    raise ValueError(f"trainer.optimizer.name={name!r} is not one of: adamw, sgd")
+    raise ValueError(f"trainer.optimizer.name={name!r} is not one of: {', '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], max_steps: int):
@@ -103,7 +107,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], max_steps: i
             opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=max_steps
         )
     if name not in ("poly", "constant"):
-        raise ValueError(f"trainer.scheduler.name={name!r} is not one of: poly, onecycle, constant")
+        raise ValueError(f"trainer.scheduler.name={name!r} is not one of: {', '.join(SCHEDULERS)}")
     power = float(cfg.get("power", 0.9)) if name == "poly" else 0.0
 
     def factor(step: int) -> float:
