@@ -1,0 +1,124 @@
+"""Bad input is found before training (issue 11): the config check, the data pre-flight and the
+per-file reading checks, no orphan worker processes, clear checkpoint write errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from helpers import bench_cli, make_cfg, records
+from omegaconf import OmegaConf
+
+from bench.config_check import check_config
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("cfg")
+    cfg = make_cfg(["+loss=ce", "+data=synthetic", "logger=wandb"], data_root=tmp, output_dir=tmp)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _with(base: dict, **values) -> dict:
+    cfg = copy.deepcopy(base)
+    for dotted, value in values.items():
+        *path, last = dotted.split("__")
+        node = cfg
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return cfg
+
+
+def test_the_shipped_config_is_valid(base):
+    assert check_config(base) == []
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("trainer__max_steps", "abc", "trainer.max_steps='abc': expected an integer >= 1"),
+        ("trainer__max_steps", 0, "trainer.max_steps=0: expected an integer >= 1"),
+        ("trainer__max_steps", -3, "trainer.max_steps=-3: expected an integer >= 1"),
+        ("trainer__max_steps", True, "trainer.max_steps=True: expected an integer >= 1"),
+        ("data__batch_size", "abc", "data.batch_size='abc': expected an integer >= 1"),
+        ("seed", "abc", "seed='abc': expected an integer >= 0"),
+        ("trainer__optimizer__lr", "abc", "trainer.optimizer.lr='abc': expected a number > 0"),
+        ("trainer__optimizer__lr", 0.0, "trainer.optimizer.lr=0.0: expected a number > 0"),
+        ("trainer__optimizer__lr", float("nan"), "trainer.optimizer.lr=nan: expected a number > 0"),
+        ("trainer__optimizer__name", "adam", "trainer.optimizer.name='adam': expected one of: adamw, sgd"),
+        ("trainer__scheduler__name", "cosine", "trainer.scheduler.name='cosine': expected one of: poly"),
+        ("trainer__monitor", "dscc", "trainer.monitor='dscc': expected one of: dsc, iou"),
+        ("trainer__device", "gpu", "trainer.device='gpu': expected auto, cpu, cuda or cuda:N"),
+        ("trainer__eval_workers", -1, "trainer.eval_workers=-1: expected auto or an integer >= 0"),
+        ("trainer__grad_clip", -1.0, "trainer.grad_clip=-1.0: expected null or a number > 0"),
+        ("trainer__amp", "yes", "trainer.amp='yes': expected true or false"),
+        ("data__generator__size", 0, "data.generator.size=0: expected an integer >= 16"),
+        ("data__protocol", "defualt", "data.protocol='defualt': expected one of: default, transunet"),
+        ("data__protocol", ["default", "tu"], "data.protocol=['default', 'tu']: expected one of"),
+        ("data__protocol", [], "data.protocol=[]: expected one of"),
+        ("data__name", "synapes", "data.name='synapes': expected one of: "),
+        ("data__eval_classes", [1, 9], "data.eval_classes=[1, 9]: expected null or a non-empty list"),
+        ("data__num_workers", -1, "data.num_workers=-1: expected an integer >= 0"),
+        ("data__test__img_size", "big", "data.test.img_size='big': expected an integer >= 16"),
+        ("model__arch", "unett", "model.arch='unett': expected one of: deeplabv3, "),
+        ("model__encoder_name", "resnet", "model.encoder_name='resnet': expected one of: "),
+        ("loss__name", "cee", "loss.name='cee': expected one of: "),
+        ("logger__name", "tensorboard", "logger.name='tensorboard': expected one of: none, wandb"),
+        ("logger__init_timeout", 0, "logger.init_timeout=0: expected a number > 0"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_key_value_and_what_is_valid(base, key, value, expected):
+    (error,) = check_config(_with(base, **{key: value}))
+    assert error.startswith(expected)
+    assert "\n" not in error
+
+
+def test_every_error_is_reported_at_once_and_missing_keys_are_named(base):
+    cfg = _with(base, trainer__max_steps=0, trainer__monitor="x", data__num_classes="9")
+    del cfg["trainer"]["optimizer"]["lr"]
+    errors = check_config(cfg)
+    assert [e.split("=")[0].split(" ")[0] for e in errors] == [
+        "trainer.max_steps",
+        "trainer.optimizer.lr",
+        "trainer.monitor",
+        "data.num_classes",
+    ]
+    assert errors[1] == "trainer.optimizer.lr is missing; expected a number > 0"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+data=synapse"],
+        ["+data=cityscapes", "data.resize=[512,512]"],
+        ["+experiment=paper_synapse"],
+        ["+experiment=synthia_to_cityscapes"],  # data.test_dataset resolves (it did not: data.resize)
+        ["+experiment=authors_repo_cityscapes"],
+    ],
+)
+def test_shipped_recipes_pass_the_check(tmp_path, overrides):
+    cfg = make_cfg(["+loss=dice", *overrides], data_root=tmp_path, output_dir=tmp_path)
+    assert check_config(cfg) == []
+
+
+@pytest.mark.slow
+def test_cli_prints_one_line_per_error_exits_2_and_writes_nothing(tmp_path):
+    res = bench_cli(
+        "+loss=ce",
+        "+data=synthetic",
+        "trainer.max_steps=abc",
+        "trainer.optimizer.lr=abc",
+        "data.protocol=defualt",
+        tmp=tmp_path,
+    )
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("config error: ")]
+    assert [ln.split("=")[0] for ln in lines] == [
+        "config error: trainer.max_steps",
+        "config error: trainer.optimizer.lr",
+        "config error: data.protocol",
+    ]
+    assert records(tmp_path / "out") == {}
+    assert not (tmp_path / "data").exists()  # not even the synthetic data was generated
