@@ -74,6 +74,11 @@ class SegDataset(Dataset):
         """Physical size of a pixel/voxel of ``case`` in mm, in array axis order (None: unknown)."""
         return None
 
+    def preflight(self) -> None:
+        """Checks too slow for ``__init__``, run once before training on the evaluation split (e.g.
+        reading every label); raise naming the file and what to do. Cheap checks (layout, listed
+        files, sidecars) belong in ``__init__``, per-file ones in ``load``. None by default."""
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = self.load(int(i) % len(self))
         if self.augment_enabled:

@@ -4,12 +4,20 @@ per-file reading checks, no orphan worker processes, clear checkpoint write erro
 from __future__ import annotations
 
 import copy
+import json
+import shutil
+from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
-from helpers import bench_cli, make_cfg, records
+from helpers import TINY, bench_cli, make_cfg, records
 from omegaconf import OmegaConf
 
+import datasets
 from bench.config_check import check_config
+from bench.run import run
+from datasets.synthetic import write_synthetic_synapse
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +130,113 @@ def test_cli_prints_one_line_per_error_exits_2_and_writes_nothing(tmp_path):
     ]
     assert records(tmp_path / "out") == {}
     assert not (tmp_path / "data").exists()  # not even the synthetic data was generated
+
+
+# -- data: the pre-flight and the per-file reading checks ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synapse") / "data"
+    return write_synthetic_synapse(root, train_cases=1, test_cases=2, depth=3, size=16)
+
+
+@pytest.fixture
+def root(pristine, tmp_path) -> Path:
+    return Path(shutil.copytree(pristine, tmp_path / "Synapse"))
+
+
+def _build(root: Path, split: str, **kw):
+    return datasets.build("synapse", root=root, split=split, img_size=32, **kw)
+
+
+def test_pristine_data_pass_the_preflight(root):
+    test = _build(root, "test")
+    test.preflight()
+    assert test.spacing("case0002") == pytest.approx(
+        json.loads((root / "spacing.json").read_text())["case0002"]
+    )
+    assert _build(root, "train")[0]["label"].shape == (32, 32)
+
+
+def test_a_truncated_slice_names_the_file_and_what_to_do(root):
+    path = root / "train_npz" / "case0001_slice001.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    train = _build(root, "train")
+    with pytest.raises(OSError, match=r"cannot read slice .*case0001_slice001\.npz.*prepare_synapse"):
+        train[1]
+
+
+def test_a_slice_without_label_names_the_file(root):
+    path = root / "train_npz" / "case0001_slice000.npz"
+    np.savez(path, image=np.zeros((16, 16), np.float32))
+    with pytest.raises(OSError, match=r"case0001_slice000\.npz .*'label'"):
+        _build(root, "train")[0]
+
+
+@pytest.mark.parametrize(
+    "label, shapes",
+    [
+        (np.zeros((16, 16, 3), np.uint8), r"image \(16, 16\) and label \(16, 16, 3\)"),  # RGB label
+        (np.zeros((20, 20), np.uint8), r"image \(16, 16\) and label \(20, 20\)"),  # other size
+    ],
+)
+def test_a_label_of_another_shape_is_an_error_never_a_resize(root, label, shapes):
+    path = root / "train_npz" / "case0001_slice002.npz"
+    np.savez(path, image=np.zeros((16, 16), np.float32), label=label)
+    with pytest.raises(ValueError, match=rf"case0001_slice002\.npz: {shapes}"):
+        _build(root, "train")[2]
+
+
+def test_a_test_volume_without_label_names_the_file(root):
+    path = root / "test_vol_h5" / "case0003.npy.h5"
+    with h5py.File(path, "a") as h5:
+        del h5["label"]
+    with pytest.raises(KeyError, match=r"case0003\.npy\.h5: no dataset 'label'.*prepare_synapse"):
+        _build(root, "test")
+
+
+@pytest.mark.parametrize(
+    "spacing, error",
+    [
+        ("{not json", r"spacing\.json is not readable JSON"),
+        ({"case0001": [3, 1, 1], "case0002": [3, 1, 1]}, r"no entry for the test case\(s\) case0003"),
+        ({"case0002": [1.0, 1.0], "case0003": [3, 1, 1]}, r"case0002=\[1\.0, 1\.0\] is not three positive"),
+        ({"case0002": [0, 1, 1], "case0003": [3, 1, 1]}, r"case0002=\[0, 1, 1\] is not three positive"),
+        ({"case0002": "3,1,1", "case0003": [3, 1, 1]}, r"case0002='3,1,1' is not three positive"),
+        ([[3, 1, 1]], r"must map case names"),
+    ],
+)
+def test_a_bad_spacing_sidecar_is_found_when_the_test_split_is_built(root, spacing, error):
+    text = spacing if isinstance(spacing, str) else json.dumps(spacing)
+    (root / "spacing.json").write_text(text)
+    with pytest.raises(ValueError, match=error) as info:
+        _build(root, "test")
+    assert str(root / "spacing.json") in str(info.value) and "prepare_synapse" in str(info.value)
+
+
+def test_test_labels_out_of_range_fail_the_preflight(root):
+    with h5py.File(root / "test_vol_h5" / "case0003.npy.h5", "a") as h5:
+        h5["label"][1, 2, 3] = 12
+    test = _build(root, "test")
+    with pytest.raises(ValueError, match=r"case0003\.npy\.h5: label values \[12\] are outside the 9 classes"):
+        test.preflight()
+
+
+def test_synthetic_generator_sizes_are_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"data.generator.size=0: expected an integer >= 16"):
+        write_synthetic_synapse(tmp_path / "s", size=0)
+
+
+@pytest.mark.slow
+def test_bad_data_fail_the_run_before_the_first_step(tmp_path, data_root):
+    cfg = make_cfg(["+loss=ce", "+data=synthetic", *TINY], data_root=tmp_path / "data", output_dir=tmp_path)
+    root = Path(cfg.data.root)
+    write_synthetic_synapse(root, **OmegaConf.to_container(cfg.data.generator))
+    with h5py.File(root / "test_vol_h5" / "case0004.npy.h5", "a") as h5:
+        h5["label"][0, 0, 0] = 9
+    with pytest.raises(ValueError, match=r"case0004\.npy\.h5: label values \[9\]"):
+        run(cfg, tmp_path / "run", "bad-labels")
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "failed" and "case0004.npy.h5" in record["error"]
+    assert record["history"] is None and not (tmp_path / "run" / "checkpoints").exists()
