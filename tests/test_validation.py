@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from helpers import TINY, bench_cli, make_cfg, records
+from helpers import ROOT, TINY, bench_cli, make_cfg, records
 from omegaconf import OmegaConf
 
 import datasets
@@ -240,3 +245,88 @@ def test_bad_data_fail_the_run_before_the_first_step(tmp_path, data_root):
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["status"] == "failed" and "case0004.npy.h5" in record["error"]
     assert record["history"] is None and not (tmp_path / "run" / "checkpoints").exists()
+
+
+# -- no orphans: metric and loader workers end with their run, even on kill -9 -------------------
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+import numpy as np, torch
+from torch.utils.data import DataLoader
+import bench.evaluate as ev
+from datasets.base import SegDataset, worker_init
+
+
+def stuck(*args, **kwargs):  # a per-case metric that never ends
+    print("worker", os.getpid(), flush=True)
+    time.sleep(600)
+
+
+class Images(SegDataset):
+    class_names = ("a", "b")
+
+    def __init__(self, stall):
+        super().__init__("test")
+        self.stall = stall
+
+    def __len__(self):
+        return 4
+
+    def load(self, i):
+        if self.stall:  # a loader worker busy reading a file
+            print("worker", os.getpid(), flush=True)
+            time.sleep(600)
+        return {"image": np.zeros((1, 8, 8), np.float32), "label": np.zeros((8, 8), np.int64), "case": str(i)}
+
+
+class Net(torch.nn.Module):
+    def forward(self, x):
+        return {"logits": torch.zeros(x.shape[0], 2, *x.shape[2:])}
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "metrics":
+        ev.score_case = stuck
+        cpu = torch.device("cpu")
+        ev.evaluate(Net(), Images(False), protocols=["default"], eval_classes=None, device=cpu,
+                    batch_size=1, amp=False, channels_last=False, workers=2)
+    else:
+        next(iter(DataLoader(Images(True), batch_size=1, num_workers=2, worker_init_fn=worker_init)))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited (its new parent may not reap it)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("workers", ["metrics", "loader"])
+def test_workers_exit_when_the_run_is_killed(tmp_path, workers):
+    script = tmp_path / "victim.py"
+    script.write_text(ORPHAN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), workers], stdout=subprocess.PIPE, text=True, env=env
+    )
+    pids = []
+    try:
+        while len(pids) < 2:
+            line = proc.stdout.readline()
+            assert line, "the script ended before its workers started"
+            pids.append(int(line.split()[1]))
+        assert all(_alive(p) for p in pids)
+    finally:
+        proc.kill()  # kill -9: no handler, no cleanup in the parent
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert left == []
