@@ -4,24 +4,28 @@ per-file reading checks, no orphan worker processes, clear checkpoint write erro
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import torch
 from helpers import ROOT, TINY, bench_cli, make_cfg, records
 from omegaconf import OmegaConf
 
 import datasets
 from bench.config_check import check_config
 from bench.run import run
+from bench.train import CheckpointWriteError, load_checkpoint, save_checkpoint
 from datasets.synthetic import write_synthetic_synapse
 
 
@@ -330,3 +334,57 @@ def test_workers_exit_when_the_run_is_killed(tmp_path, workers):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert left == []
+
+
+# -- checkpoints: a full disk or a read-only folder keeps the previous checkpoint -----------------
+
+
+@pytest.fixture
+def previous(tmp_path) -> Path:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+    return path
+
+
+def _intact(path: Path) -> None:
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp file left
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_names_the_path_and_free_space_and_keeps_the_checkpoint(previous, monkeypatch):
+    real = os.fdopen
+
+    def full(fd, mode):  # the temp file is replaced by /dev/full: every write fails with ENOSPC
+        os.close(fd)
+        return real(os.open("/dev/full", os.O_WRONLY), mode)
+
+    monkeypatch.setattr(os, "fdopen", full)
+    with pytest.raises(CheckpointWriteError, match=r"cannot write checkpoint .*last\.pt .*GiB free in ") as e:
+        save_checkpoint(previous, {"step": 2, "w": torch.zeros(100_000)})
+    assert "No space left on device" in str(e.value) or "unexpected pos" in str(e.value)
+    monkeypatch.undo()
+    _intact(previous)
+
+
+def test_torchs_disk_full_error_is_reported_the_same_way(previous, monkeypatch):
+    def full(state, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointWriteError, match=r"last\.pt \(RuntimeError: .*unexpected pos.*GiB free"):
+        save_checkpoint(previous, {"step": 2})
+    monkeypatch.undo()
+    _intact(previous)
+
+
+def test_a_read_only_folder_names_the_path(previous, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(previous.parent))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(CheckpointWriteError, match=r"last\.pt \(OSError: .*Read-only file system.*free in"):
+        save_checkpoint(previous, {"step": 2})
+    monkeypatch.undo()
+    _intact(previous)
