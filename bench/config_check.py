@@ -7,17 +7,22 @@ types (``trainer.max_steps=abc``), ranges (steps, batch sizes ≥ 1, lr > 0, …
 and exits with code 2 (:func:`exit_on_errors`), before a record, a model or a dataset exists.
 
 Keys a config does not hold are skipped unless marked required; keys not listed here are left to the
-code that reads them.
+code that reads them. :class:`OutputCheck` (a Hydra callback) checks before Hydra writes anything
+that the output folder is writable and not full.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 #: mean metrics that can select ``best.pt`` (higher is better)
@@ -312,3 +317,45 @@ def exit_on_errors(cfg: DictConfig) -> None:
             print(f"config error: {line}", file=sys.stderr)
         print(f"{len(errors)} config error(s); nothing was run.", file=sys.stderr)
         sys.exit(2)
+
+
+#: less free space than this in the output folder counts as a full disk
+MIN_FREE_BYTES = 16 * 2**20
+
+
+def output_problem(folder: str | Path) -> str | None:
+    """Why runs cannot be written below ``folder`` (read-only, full disk), or None."""
+    folder = Path(folder).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError as e:
+        return f"{folder} cannot be used ({e})"
+    where = f"{free / 2**30:.2f} GiB free in {existing}"
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return f"{folder} is not writable ({existing} is read-only or not a folder; {where})"
+    if free < MIN_FREE_BYTES:
+        return f"{folder}: the disk is full ({where})"
+    return None
+
+
+class OutputCheck(Callback):
+    """Before a run or a sweep writes anything: a read-only or full output folder is one line naming
+    the path and the free space, exit 2 (instead of Hydra's "Unable to configure handler 'file'")."""
+
+    def _check(self, config: DictConfig) -> None:
+        folder = OmegaConf.select(config, "paths.output_dir", default=None)
+        problem = output_problem(folder) if folder else None
+        if problem:
+            print(
+                f"output error: paths.output_dir: {problem}; free some space or choose another folder "
+                "(paths.output_dir=... or SEGLOSS_OUTPUT)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)

@@ -23,7 +23,7 @@ from helpers import ROOT, TINY, bench_cli, make_cfg, records
 from omegaconf import OmegaConf
 
 import datasets
-from bench.config_check import check_config
+from bench.config_check import check_config, output_problem
 from bench.run import run
 from bench.train import CheckpointWriteError, load_checkpoint, save_checkpoint
 from datasets.synthetic import write_synthetic_synapse
@@ -388,3 +388,30 @@ def test_a_read_only_folder_names_the_path(previous, monkeypatch):
         save_checkpoint(previous, {"step": 2})
     monkeypatch.undo()
     _intact(previous)
+
+
+# -- the output folder: read-only or full is one line before Hydra writes anything ----------------
+
+
+def test_a_read_only_output_folder_names_the_path_and_free_space(tmp_path, monkeypatch):
+    assert output_problem(tmp_path / "out") is None
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real(p, mode))
+    problem = output_problem(tmp_path / "out" / "sweep")
+    assert problem.startswith(f"{tmp_path / 'out' / 'sweep'} is not writable ({tmp_path} is read-only")
+    assert "GiB free in " in problem
+
+
+def test_a_full_output_disk_names_the_path_and_free_space(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    assert output_problem(tmp_path) == f"{tmp_path}: the disk is full (0.00 GiB free in {tmp_path})"
+
+
+@pytest.mark.slow
+def test_cli_with_an_unusable_output_folder_exits_2_with_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "out"  # below a file: no folder can be made there
+    res = bench_cli("+loss=ce", "+data=synthetic", env={"SEGLOSS_OUTPUT": str(out)}, tmp=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("output error: ")]
+    assert f"paths.output_dir: {tmp_path / 'file' / 'out'} is not writable" in line and "GiB free" in line
