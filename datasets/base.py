@@ -81,9 +81,10 @@ class SegDataset(Dataset):
         return None
 
     def preflight(self) -> None:
-        """Checks too slow for ``__init__``, run once before training on the evaluation split (e.g.
-        reading every label); raise naming the file and what to do. Cheap checks (layout, listed
-        files, sidecars) belong in ``__init__``, per-file ones in ``load``. None by default."""
+        """Checks too slow for ``__init__``, run once on each split before training (e.g. opening
+        every file, reading every evaluation label); raise naming the file and what to do. Cheap
+        checks (layout, listed files, sidecars) belong in ``__init__``, the rest of the per-file ones
+        in ``load``. None by default."""
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = self.load(int(i) % len(self))

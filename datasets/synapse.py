@@ -9,9 +9,9 @@ Layout under ``root`` (TransUNet's, plus our spacing sidecar)::
 
 Bad data fail before training, naming the file and what to do: building a split checks the layout,
 the listed files, the test volumes' keys and shapes and the spacing sidecar (it must parse and
-hold three positive sizes for every test case); :meth:`SynapseDataset.preflight` reads every test
-label volume (values in range); each training slice is checked when it is first read (unreadable
-or truncated file, missing key, image/label shapes — never a silent resize).
+hold three positive sizes for every test case); :meth:`SynapseDataset.preflight` opens every
+training slice (truncated file, missing key, image/label shapes — never a silent resize) and reads
+every test label volume (values in range); a training slice's label values are checked when read.
 
 When ``lists/`` is missing, the standard TransUNet split shipped with this package is used: the 12
 test cases of ``test_vol.txt`` and every ``train_npz`` slice of the 18 training cases. Training
@@ -179,8 +179,12 @@ class SynapseDataset(SegDataset):
             raise OSError(f"cannot read HDF5 volume {path} ({e}); {self.remedy}") from e
 
     def preflight(self) -> None:
-        """Read every label of an evaluation split: integer values in ``0..num_classes-1`` or 255."""
+        """Before training. Training split: every slice opens as an intact ``.npz`` holding an
+        ``image`` and a ``label`` of one [H,W] size (array headers only: about a millisecond a
+        slice). Evaluation split: every label volume is read; values in ``0..num_classes-1`` or 255."""
         if self.split == "train":
+            for path in self.files:
+                self._check_pair(path, *self._npz_shapes(path))
             return
         for path in self.files:
             try:
@@ -189,6 +193,36 @@ class SynapseDataset(SegDataset):
             except (OSError, KeyError) as e:
                 raise OSError(f"cannot read the labels of {path} ({e}); {self.remedy}") from e
             self._check_label(np.asarray(label), path)
+
+    def _unreadable(self, path: Path, e: BaseException) -> OSError:
+        return OSError(
+            f"cannot read slice {path} ({type(e).__name__}: {e}; need arrays 'image' and 'label' in an "
+            f"intact .npz); {self.remedy}"
+        )
+
+    def _npz_shapes(self, path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the ``image`` and ``label`` arrays of a slice, from their headers."""
+        shapes = []
+        try:
+            with zipfile.ZipFile(path) as z:
+                for key in ("image", "label"):
+                    with z.open(f"{key}.npy") as f:
+                        version = np.lib.format.read_magic(f)
+                        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else None
+                        header = np.lib.format.read_array_header_2_0 if version == (2, 0) else header
+                        if header is None:
+                            raise ValueError(f"unsupported .npy format version {version}")
+                        shapes.append(tuple(header(f)[0]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise self._unreadable(path, e) from e
+        return shapes[0], shapes[1]
+
+    def _check_pair(self, path: Path, image: tuple[int, ...], label: tuple[int, ...]) -> None:
+        if len(image) != 2 or image != label:
+            raise ValueError(
+                f"{path}: image {image} and label {label} must be [H,W] arrays of one size (a label is "
+                f"never resized to its image); {self.remedy}"
+            )
 
     def _check_label(self, label: np.ndarray, path: Path) -> np.ndarray:
         """``label`` as int64 after checking that it holds class ids (raises naming ``path``)."""
@@ -226,15 +260,8 @@ class SynapseDataset(SegDataset):
                 with np.load(path) as npz:
                     image, label = npz["image"], npz["label"]
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-                raise OSError(
-                    f"cannot read slice {path} ({type(e).__name__}: {e}; need arrays 'image' and 'label' "
-                    f"in an intact .npz); {self.remedy}"
-                ) from e
-            if np.ndim(image) != 2 or np.shape(image) != np.shape(label):
-                raise ValueError(
-                    f"{path}: image {np.shape(image)} and label {np.shape(label)} must be [H,W] arrays of "
-                    f"one size (a label is never resized to its image); {self.remedy}"
-                )
+                raise self._unreadable(path, e) from e
+            self._check_pair(path, np.shape(image), np.shape(label))
         else:
             h5 = self._h5.get(fi)
             if h5 is None:  # opened lazily, per worker process
