@@ -128,7 +128,7 @@ class SynapseDataset(SegDataset):
             if absent:
                 raise ValueError(
                     f"{self.root / 'spacing.json'} has no entry for the test case(s) {', '.join(absent)}; "
-                    f"{remedy} (or delete it: HD95 is then reported in voxels)"
+                    f"{remedy} (or remove spacing.json: HD95 is then reported in voxels)"
                 )
         self._h5: dict[int, h5py.File] = {}
 
@@ -136,7 +136,7 @@ class SynapseDataset(SegDataset):
         """The spacing sidecar ``{case: [z, y, x]}`` (mm), validated; None when there is none."""
         if not sidecar.is_file():
             return None
-        fix = f"{self.remedy} (or delete it: HD95 is then reported in voxels)"
+        fix = f"{self.remedy} (or remove spacing.json: HD95 is then reported in voxels)"
         try:
             raw = json.loads(sidecar.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
