@@ -31,7 +31,11 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 # a rule returns None when the value is valid, else what would be valid
 Rule = Callable[[Any], "str | None"]
-ABSENT = object()
+ABSENT = object()  # no rule accepts it: ``rule(ABSENT)`` describes what the rule accepts
+
+
+def describe(rule: Rule) -> str:
+    return rule(ABSENT) or ""
 
 
 def _is_int(v: Any) -> bool:
@@ -86,7 +90,7 @@ def list_of(inner: Rule, *, nonempty: bool = False, length: int | None = None, s
 
     def rule(v: Any) -> str | None:
         items = [v] if single and not isinstance(v, list) else v
-        what = inner(object())
+        what = describe(inner)
         size = f"{length} " if length else ""
         want = f"{what}, or a list of them" if single else f"a list of {size}({what})"
         if not isinstance(items, list) or (nonempty and not items) or (length and len(items) != length):
@@ -249,54 +253,76 @@ def _get(tree: Any, dotted: str) -> Any:
     return tree
 
 
-def _apply(tree: Any, prefix: str, rules: dict[str, tuple[Rule, bool]]) -> list[str]:
+def _apply(tree: Any, raw: Any, prefix: str, rules: dict[str, tuple[Rule, bool]]) -> list[str]:
+    """Errors of ``tree`` (resolved) under ``rules``; ``raw`` (unresolved) names interpolated values."""
     errors = []
     for key, (rule, required) in rules.items():
         value = _get(tree, key)
         name = f"{prefix}{key}"
         if value is ABSENT:
             if required:
-                errors.append(f"{name} is missing; expected {rule(object())}")
+                errors.append(f"{name} is missing; expected {describe(rule)}")
             continue
         want = rule(value)
         if want is not None:
-            errors.append(f"{name}={value!r}: expected {want}")
+            source = _get(raw, key)
+            origin = f" (from {source})" if isinstance(source, str) and "${" in source else ""
+            errors.append(f"{name}={value!r}{origin}: expected {want}")
     return errors
+
+
+def _splits(name: Any) -> tuple[str, ...] | None:
+    import datasets
+
+    return datasets.dataset_info(name).splits if name in _datasets() else None
 
 
 def check_config(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
     """Every error of ``cfg``, one line each (empty when the config is valid)."""
+    raw = cfg
     if isinstance(cfg, DictConfig):
+        raw = OmegaConf.to_container(cfg, resolve=False)
         try:
             cfg = OmegaConf.to_container(cfg, resolve=True)
         except Exception as e:  # a broken interpolation names its key
             return [f"config: {str(e).splitlines()[0]}"]
-    errors = _apply(cfg, "", TOP)
+    errors = _apply(cfg, raw, "", TOP)
     for group, rules in (("trainer", TRAINER), ("model", MODEL), ("loss", LOSS), ("logger", LOGGER)):
         section = cfg.get(group)
         if not isinstance(section, Mapping):
             errors.append(f"{group}={section!r}: expected a config group (choose one with {group}=<name>)")
             continue
-        errors += _apply(section, f"{group}.", rules)
+        errors += _apply(section, raw.get(group), f"{group}.", rules)
     logger = cfg.get("logger")
     if isinstance(logger, Mapping) and logger.get("name") == "wandb":
-        errors += _apply(logger, "logger.", WANDB)
+        errors += _apply(logger, raw.get("logger"), "logger.", WANDB)
     data = cfg.get("data")
     if not isinstance(data, Mapping):
         return [*errors, f"data={data!r}: expected a dataset config (+data=<name>)"]
-    errors += _apply(data, "data.", DATA)
-    for split in ("train", "test"):
-        if isinstance(data.get(split), Mapping):
-            errors += _apply(data[split], f"data.{split}.", SPLIT)
+    errors += _apply(data, raw["data"], "data.", DATA)
+    errors += _check_splits(data, raw["data"], "data.", ("train", "test"))
     errors += _check_eval_classes(data)
     test = data.get("test_dataset")
     if test is not None:
         if not isinstance(test, Mapping):
             errors.append(f"data.test_dataset={test!r}: expected null or a dataset config")
         else:
-            errors += _apply(test, "data.test_dataset.", TEST_DATASET)
-            if isinstance(test.get("test"), Mapping):
-                errors += _apply(test["test"], "data.test_dataset.test.", SPLIT)
+            errors += _apply(test, raw["data"]["test_dataset"], "data.test_dataset.", TEST_DATASET)
+            errors += _check_splits(test, raw["data"]["test_dataset"], "data.test_dataset.", ("test",))
+    return errors
+
+
+def _check_splits(data: Mapping[str, Any], raw: Any, prefix: str, parts: tuple[str, ...]) -> list[str]:
+    errors = []
+    valid = _splits(data.get("name"))
+    for part in parts:
+        options = data.get(part)
+        if not isinstance(options, Mapping):
+            continue
+        errors += _apply(options, _get(raw, part), f"{prefix}{part}.", SPLIT)
+        split = options.get("split")
+        if valid and isinstance(split, str) and split not in valid:
+            errors.append(f"{prefix}{part}.split={split!r}: expected one of: {', '.join(valid)}")
     return errors
 
 

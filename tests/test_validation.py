@@ -79,6 +79,7 @@ def test_the_shipped_config_is_valid(base):
         ("data__eval_classes", [1, 9], "data.eval_classes=[1, 9]: expected null or a non-empty list"),
         ("data__num_workers", -1, "data.num_workers=-1: expected an integer >= 0"),
         ("data__test__img_size", "big", "data.test.img_size='big': expected an integer >= 16"),
+        ("data__test__split", "tset", "data.test.split='tset': expected one of: train, test"),
         ("model__arch", "unett", "model.arch='unett': expected one of: deeplabv3, "),
         ("model__encoder_name", "resnet", "model.encoder_name='resnet': expected one of: "),
         ("loss__name", "cee", "loss.name='cee': expected one of: "),
@@ -103,6 +104,17 @@ def test_every_error_is_reported_at_once_and_missing_keys_are_named(base):
         "data.num_classes",
     ]
     assert errors[1] == "trainer.optimizer.lr is missing; expected a number > 0"
+
+
+def test_an_interpolated_value_names_where_it_comes_from(tmp_path):
+    cfg = make_cfg(
+        ["+loss=ce", "+data=synthetic", "data.generator.size=0"], data_root=tmp_path, output_dir=tmp_path
+    )
+    assert check_config(cfg) == [
+        "data.generator.size=0: expected an integer >= 16",
+        "data.train.img_size=0 (from ${data.generator.size}): expected an integer >= 16",
+        "data.test.img_size=0 (from ${data.generator.size}): expected an integer >= 16",
+    ]
 
 
 @pytest.mark.parametrize(
