@@ -187,12 +187,14 @@ class SynapseDataset(SegDataset):
                 self._check_pair(path, *self._npz_shapes(path))
             return
         for path in self.files:
-            try:
-                with self._open(path) as h5:
-                    label = h5["label"][()]
-            except (OSError, KeyError) as e:
-                raise OSError(f"cannot read the labels of {path} ({e}); {self.remedy}") from e
-            self._check_label(np.asarray(label), path)
+            with self._open(path) as h5:
+                depth = h5["label"].shape[0]
+                for z in range(0, depth, 32):  # a few slices at a time: bounded memory
+                    try:
+                        label = h5["label"][z : z + 32]
+                    except (OSError, KeyError) as e:
+                        raise OSError(f"cannot read the labels of {path} ({e}); {self.remedy}") from e
+                    self._check_label(label, path)
 
     def _unreadable(self, path: Path, e: BaseException) -> OSError:
         return OSError(
@@ -226,18 +228,18 @@ class SynapseDataset(SegDataset):
 
     def _check_label(self, label: np.ndarray, path: Path) -> np.ndarray:
         """``label`` as int64 after checking that it holds class ids (raises naming ``path``)."""
+        label = np.asarray(label)
         if not (np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.floating)):
             raise ValueError(f"{path}: label of dtype {label.dtype} is not class ids; {self.remedy}")
         if np.issubdtype(label.dtype, np.floating) and not np.array_equal(label, np.round(label)):
             raise ValueError(f"{path}: label holds non-integer values; {self.remedy}")
-        label = label.astype(np.int64)
         bad = (label >= self.num_classes) & (label != IGNORE_INDEX) | (label < 0)
         if bad.any():
             raise ValueError(
                 f"{path}: label values {sorted(np.unique(label[bad]).tolist())[:10]} are outside the "
                 f"{self.num_classes} classes {self.class_names} (and 255 = ignore); {self.remedy}"
             )
-        return label
+        return label.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.slices)
