@@ -251,6 +251,16 @@ def test_test_labels_out_of_range_fail_the_preflight(root):
         test.preflight()
 
 
+def test_fractional_test_labels_fail_the_preflight(root):
+    with h5py.File(root / "test_vol_h5" / "case0002.npy.h5", "a") as h5:
+        label = h5["label"][()].astype(np.float32)
+        label[0, 0, 0] = 1.5  # e.g. a label resampled with linear interpolation
+        del h5["label"]
+        h5["label"] = label
+    with pytest.raises(ValueError, match=r"case0002\.npy\.h5: label holds non-integer values"):
+        _build(root, "test").preflight()
+
+
 def test_synthetic_generator_sizes_are_checked(tmp_path):
     with pytest.raises(ValueError, match=r"data.generator.size=0: expected an integer >= 16"):
         write_synthetic_synapse(tmp_path / "s", size=0)
