@@ -54,6 +54,11 @@ def main(cfg: DictConfig) -> dict | None:
     if missing:
         print(f"missing: {', '.join('+' + g + '=...' for g in missing)}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
+    # -- config validation (issue 11): one line per bad key, exit 2, before anything is built --
+    from .config_check import exit_on_errors
+
+    exit_on_errors(cfg)
+    # --
     from .run import run
     from .train import Interrupted
 

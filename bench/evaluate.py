@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from datasets import IGNORE_INDEX, SegDataset
-from datasets.base import worker_init
+from datasets.base import die_with_parent, worker_init
 
 from .distributed import all_reduce_sum, gather_lists
 from .metrics import confusion_matrix
@@ -96,7 +96,9 @@ def evaluate(
     )
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     n = resolve_workers(workers)
-    pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) if n > 0 else _Inline()
+    pool = _Inline()
+    if n > 0:  # workers exit with this process, even when it is killed (no orphans)
+        pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=die_with_parent)
     futures: list[tuple[int, str, list[Future]]] = []  # (position of the case's first item, case, rows)
     current: str | None = None
     slices: list[tuple[int, np.ndarray, np.ndarray]] = []

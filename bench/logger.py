@@ -1,9 +1,12 @@
 """Experiment loggers: ``none`` and Weights & Biases (``logger=wandb``).
 
 W&B mode follows ``WANDB_MODE``; when it is unset and no credentials are found (``WANDB_API_KEY``
-or a netrc entry), the run is logged offline with a one-line notice instead of a prompt, and an
-unreachable server also falls back to offline — a logging outage never kills a run. The W&B run id
-is derived from the run directory, so a resumed run continues the same W&B run.
+or a netrc entry), the run is logged offline with a one-line notice instead of a prompt. A logging
+outage never kills a run: before an online init the server (``WANDB_BASE_URL``) is probed for at most
+``logger.init_timeout`` seconds (30 by default); when it does not answer, or the init itself fails or
+exceeds that timeout, the run continues offline after a one-line notice (sync it later with
+``wandb sync``). The W&B run id is derived from the run directory, so a resumed run continues the
+same W&B run.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 from urllib.parse import urlparse
+from urllib.request import urlopen
+
+LOGGERS = ("none", "wandb")
+DEFAULT_BASE_URL = "https://api.wandb.ai"
 
 
 class NullLogger:
@@ -30,7 +38,7 @@ class NullLogger:
 def _has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)).hostname
     try:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None  # NETRC as in wandb
     except (FileNotFoundError, netrc.NetrcParseError):
@@ -51,6 +59,7 @@ class WandbLogger:
         run_dir: Path,
         name: str,
         config: dict[str, Any],
+        init_timeout: float = 30.0,
     ) -> None:
         import wandb
 
@@ -73,12 +82,23 @@ class WandbLogger:
             dir=str(run_dir),
             config=config,
         )
+        if mode in (None, "online"):
+            down = unreachable(os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL), init_timeout)
+            if down:
+                print(f"wandb: {down}; logging offline (sync later with `wandb sync`)", file=sys.stderr)
+                mode = "offline"
+        if mode in (None, "online"):
+            kwargs["settings"] = wandb.Settings(init_timeout=float(init_timeout))
         try:
             self.run = wandb.init(mode=mode, **kwargs)
-        except Exception as e:  # server unreachable, bad key...: keep the run alive
-            if mode == "offline":
+        except Exception as e:  # init timeout, bad key...: keep the run alive
+            if mode in ("offline", "disabled"):
                 raise
-            print(f"wandb: init failed ({type(e).__name__}: {e}); logging offline instead", file=sys.stderr)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            why = f"{type(e).__name__}: {first}"
+            print(f"wandb: init failed ({why}); logging offline instead", file=sys.stderr)
+            wandb.teardown()  # the service still holds the run id: an offline init would say "in use"
+            kwargs.pop("settings", None)
             self.run = wandb.init(mode="offline", **kwargs)
 
     def log(self, values: dict[str, float], step: int) -> None:
@@ -100,6 +120,20 @@ class WandbLogger:
         self.run.finish()
 
 
+def unreachable(url: str, timeout: float) -> str | None:
+    """Why the W&B server at ``url`` cannot be used (no answer within ``timeout`` s), or None.
+
+    Any HTTP answer, even an error status, counts as reachable (``wandb.init`` then decides)."""
+    try:
+        with urlopen(url, timeout=timeout):
+            return None
+    except HTTPError:
+        return None
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return f"server {url} unreachable within {timeout:g} s ({reason})"
+
+
 def make_logger(cfg: dict[str, Any], *, run_dir: Path, name: str, config: dict[str, Any]):
     """The logger named by ``cfg['name']`` (``none`` | ``wandb``)."""
     kind = cfg.get("name", "none")
@@ -115,5 +149,6 @@ def make_logger(cfg: dict[str, Any], *, run_dir: Path, name: str, config: dict[s
             run_dir=run_dir,
             name=name,
             config=config,
+            init_timeout=float(cfg.get("init_timeout", 30.0)),
         )
-    raise ValueError(f"logger.name={kind!r} is not one of: none, wandb")
+    raise ValueError(f"logger.name={kind!r} is not one of: {', '.join(LOGGERS)}")

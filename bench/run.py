@@ -110,6 +110,8 @@ def _run(
                 f"is trained on {cfg.data.name!r} with {train_set.class_names}"
             )
         record["eval_data"] = eval_cfg["name"]
+        for part in (train_set, test_set):  # data pre-flight (issue 11): files open, labels in range
+            part.preflight()
         if train_set.num_classes != cfg.data.num_classes:
             raise ValueError(
                 f"data.num_classes={cfg.data.num_classes} but dataset {cfg.data.name!r} has "

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import signal
 import tempfile
 import time
@@ -82,6 +83,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("poly", "onecycle", "constant")
+
+
 def make_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """AdamW or SGD over parameter groups (``[{"params": [...]}, ...]``; a group may set its ``lr``)."""
     name = cfg["name"]
@@ -91,7 +96,7 @@ def make_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.o
         return torch.optim.SGD(
             params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), weight_decay=cfg.get("weight_decay", 0.0)
         )
-    raise ValueError(f"trainer.optimizer.name={name!r} is not one of: adamw, sgd")
+    raise ValueError(f"trainer.optimizer.name={name!r} is not one of: {', '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], max_steps: int):
@@ -103,7 +108,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], max_steps: i
             opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=max_steps
         )
     if name not in ("poly", "constant"):
-        raise ValueError(f"trainer.scheduler.name={name!r} is not one of: poly, onecycle, constant")
+        raise ValueError(f"trainer.scheduler.name={name!r} is not one of: {', '.join(SCHEDULERS)}")
     power = float(cfg.get("power", 0.9)) if name == "poly" else 0.0
 
     def factor(step: int) -> float:
@@ -134,9 +139,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only or missing folder); the previous
+    checkpoint is intact."""
+
+
+def _write_error(path: Path, e: BaseException) -> CheckpointWriteError:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**30:.2f} GiB free"
+    except OSError:
+        free = "free space unknown"
+    first = (str(e).strip().splitlines() or [""])[0]
+    return CheckpointWriteError(
+        f"cannot write checkpoint {path} ({type(e).__name__}: {first}); {free} in {path.parent}; "
+        "the previous checkpoint is kept — free some space or make the folder writable (or choose another "
+        "paths.output_dir), then run again to resume"
+    )
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic write (temp file + rename); the previous file is kept as ``<name>.prev``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP, dir=path.parent)
+    """Atomic write (temp file + rename); the previous file is kept as ``<name>.prev``.
+
+    A failed write (disk full, read-only folder) leaves the previous files untouched and raises
+    :class:`CheckpointWriteError` naming the path and the free space."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP, dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -145,6 +174,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         if path.exists():
             os.replace(path, path.with_name(path.name + ".prev"))
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError (inline_container)
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, e) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -15,6 +15,12 @@ exactly after a resume, with any number of loader workers.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -74,6 +80,12 @@ class SegDataset(Dataset):
         """Physical size of a pixel/voxel of ``case`` in mm, in array axis order (None: unknown)."""
         return None
 
+    def preflight(self) -> None:
+        """Checks too slow for ``__init__``, run once on each split before training (e.g. opening
+        every file, reading every evaluation label); raise naming the file and what to do. Cheap
+        checks (layout, listed files, sidecars) belong in ``__init__``, the rest of the per-file ones
+        in ``load``. None by default."""
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = self.load(int(i) % len(self))
         if self.augment_enabled:
@@ -98,8 +110,31 @@ class SegDataset(Dataset):
         return (self[i] for i in range(len(self)))
 
 
+def die_with_parent(poll_s: float = 1.0) -> None:
+    """End this worker process as soon as its parent dies, even by SIGKILL (no orphans).
+
+    On Linux the kernel sends SIGKILL on the parent's death (``PR_SET_PDEATHSIG`` via ctypes); a
+    daemon thread that polls the parent pid every ``poll_s`` seconds covers the other systems and the
+    race of a parent that died before the call."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):  # no libc prctl: the watchdog remains
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (workers are the parallelism)."""
+    """DataLoader ``worker_init_fn``: exit with the parent process, one OpenCV thread per worker
+    (workers are the parallelism)."""
     import cv2
 
+    die_with_parent()
     cv2.setNumThreads(0)

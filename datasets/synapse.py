@@ -7,6 +7,12 @@ Layout under ``root`` (TransUNet's, plus our spacing sidecar)::
     lists/train.txt, lists/test_vol.txt  one slice name / case name per line (TransUNet's lists)
     spacing.json (optional)            {"case0001": [z, y, x]} in mm (written by prepare_synapse.py)
 
+Bad data fail before training, naming the file and what to do: building a split checks the layout,
+the listed files, the test volumes' keys and shapes and the spacing sidecar (it must parse and
+hold three positive sizes for every test case); :meth:`SynapseDataset.preflight` opens every
+training slice (truncated file, missing key, image/label shapes — never a silent resize) and reads
+every test label volume (values in range); a training slice's label values are checked when read.
+
 When ``lists/`` is missing, the standard TransUNet split shipped with this package is used: the 12
 test cases of ``test_vol.txt`` and every ``train_npz`` slice of the 18 training cases. Training
 slices get TransUNet's augmentation (random rot90+flip, else random rotation ±20°, each with
@@ -17,6 +23,8 @@ the slice at its native resolution as ``label``, so metrics are computed on the 
 from __future__ import annotations
 
 import json
+import math
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +54,9 @@ PREPARE = (
 )
 
 
+REDO = "re-run `python scripts/prepare_synapse.py RAW_DIR OUT_DIR` or re-download the data"
+
+
 def _read_list(path: Path) -> list[str]:
     names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
     if not names:
@@ -70,15 +81,16 @@ class SynapseDataset(SegDataset):
         class_names: tuple[str, ...] = CLASS_NAMES,
         label_noise: Mapping[str, Any] | None = None,
         ignore_background: bool = False,
+        remedy: str = REDO,
     ) -> None:
         augment = split == "train" if augment is None else augment
         super().__init__(split, augment=augment, seed=seed, label_noise=label_noise)
         self.root, self.size = Path(root), (int(img_size), int(img_size))
         self.ignore_background = bool(ignore_background)
         self.class_names = tuple(class_names)
+        self.remedy = remedy
         lists = self.root / "lists"
-        sidecar = self.root / "spacing.json"
-        self._spacing = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+        self._spacing = self._read_spacing(self.root / "spacing.json")
         if self._spacing is None:
             self.units = "voxel"
         if split == "train":
@@ -101,13 +113,48 @@ class SynapseDataset(SegDataset):
             self.slices = []
             for i, f in enumerate(self.files):
                 with self._open(f) as h5:
+                    absent = [k for k in ("image", "label") if k not in h5]
+                    if absent:
+                        raise KeyError(f"{f}: no dataset {' or '.join(map(repr, absent))} in it; {remedy}")
                     img, lab = h5["image"], h5["label"]
                     if img.shape != lab.shape or img.ndim != 3:
                         raise ValueError(
-                            f"{f}: image {img.shape} and label {lab.shape} must be equal [D,H,W] volumes"
+                            f"{f}: image {img.shape} and label {lab.shape} must be equal [D,H,W] volumes; "
+                            + remedy
                         )
                     self.slices += [(i, z) for z in range(img.shape[0])]
+            cases = [f.name.split(".")[0] for f in self.files]
+            absent = [c for c in cases if self._spacing is not None and c not in self._spacing]
+            if absent:
+                raise ValueError(
+                    f"{self.root / 'spacing.json'} has no entry for the test case(s) {', '.join(absent)}; "
+                    f"{remedy} (or remove spacing.json: HD95 is then reported in voxels)"
+                )
         self._h5: dict[int, h5py.File] = {}
+
+    def _read_spacing(self, sidecar: Path) -> dict[str, tuple[float, ...]] | None:
+        """The spacing sidecar ``{case: [z, y, x]}`` (mm), validated; None when there is none."""
+        if not sidecar.is_file():
+            return None
+        fix = f"{self.remedy} (or remove spacing.json: HD95 is then reported in voxels)"
+        try:
+            raw = json.loads(sidecar.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{sidecar} is not readable JSON ({e}); {fix}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{sidecar} must map case names to [z, y, x] mm; {fix}")
+        for case, value in raw.items():
+            ok = (
+                isinstance(value, list)
+                and len(value) == 3
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+                and all(math.isfinite(v) and v > 0 for v in value)
+            )
+            if not ok:
+                raise ValueError(
+                    f"{sidecar}: {case}={value!r} is not three positive voxel sizes [z, y, x] in mm; {fix}"
+                )
+        return {case: tuple(float(v) for v in value) for case, value in raw.items()}
 
     def _folder(self, name: str) -> Path:
         folder = self.root / name
@@ -125,12 +172,74 @@ class SynapseDataset(SegDataset):
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise FileNotFoundError(f"{listing} names files missing under {files[0].parent}: {shown}")
 
-    @staticmethod
-    def _open(path: Path) -> h5py.File:
+    def _open(self, path: Path) -> h5py.File:
         try:
             return h5py.File(path, "r")
         except OSError as e:
-            raise OSError(f"cannot read HDF5 volume {path}: {e}") from e
+            raise OSError(f"cannot read HDF5 volume {path} ({e}); {self.remedy}") from e
+
+    def preflight(self) -> None:
+        """Before training. Training split: every slice opens as an intact ``.npz`` holding an
+        ``image`` and a ``label`` of one [H,W] size (array headers only: about a millisecond a
+        slice). Evaluation split: every label volume is read; values in ``0..num_classes-1`` or 255."""
+        if self.split == "train":
+            for path in self.files:
+                self._check_pair(path, *self._npz_shapes(path))
+            return
+        for path in self.files:
+            with self._open(path) as h5:
+                depth = h5["label"].shape[0]
+                for z in range(0, depth, 32):  # a few slices at a time: bounded memory
+                    try:
+                        label = h5["label"][z : z + 32]
+                    except (OSError, KeyError) as e:
+                        raise OSError(f"cannot read the labels of {path} ({e}); {self.remedy}") from e
+                    self._check_label(label, path)
+
+    def _unreadable(self, path: Path, e: BaseException) -> OSError:
+        return OSError(
+            f"cannot read slice {path} ({type(e).__name__}: {e}; need arrays 'image' and 'label' in an "
+            f"intact .npz); {self.remedy}"
+        )
+
+    def _npz_shapes(self, path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the ``image`` and ``label`` arrays of a slice, from their headers."""
+        shapes = []
+        try:
+            with zipfile.ZipFile(path) as z:
+                for key in ("image", "label"):
+                    with z.open(f"{key}.npy") as f:
+                        version = np.lib.format.read_magic(f)
+                        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else None
+                        header = np.lib.format.read_array_header_2_0 if version == (2, 0) else header
+                        if header is None:
+                            raise ValueError(f"unsupported .npy format version {version}")
+                        shapes.append(tuple(header(f)[0]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise self._unreadable(path, e) from e
+        return shapes[0], shapes[1]
+
+    def _check_pair(self, path: Path, image: tuple[int, ...], label: tuple[int, ...]) -> None:
+        if len(image) != 2 or image != label:
+            raise ValueError(
+                f"{path}: image {image} and label {label} must be [H,W] arrays of one size (a label is "
+                f"never resized to its image); {self.remedy}"
+            )
+
+    def _check_label(self, label: np.ndarray, path: Path) -> np.ndarray:
+        """``label`` as int64 after checking that it holds class ids (raises naming ``path``)."""
+        label = np.asarray(label)
+        if not (np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.floating)):
+            raise ValueError(f"{path}: label of dtype {label.dtype} is not class ids; {self.remedy}")
+        if np.issubdtype(label.dtype, np.floating) and not np.array_equal(label, np.round(label)):
+            raise ValueError(f"{path}: label holds non-integer values; {self.remedy}")
+        bad = (label >= self.num_classes) & (label != IGNORE_INDEX) | (label < 0)
+        if bad.any():
+            raise ValueError(
+                f"{path}: label values {sorted(np.unique(label[bad]).tolist())[:10]} are outside the "
+                f"{self.num_classes} classes {self.class_names} (and 255 = ignore); {self.remedy}"
+            )
+        return label.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -142,8 +251,8 @@ class SynapseDataset(SegDataset):
         if self._spacing is None:
             return None
         if case not in self._spacing:
-            raise KeyError(f"{self.root / 'spacing.json'} has no entry for {case}")
-        return tuple(float(s) for s in self._spacing[case])
+            raise KeyError(f"{self.root / 'spacing.json'} has no entry for {case}; {self.remedy}")
+        return self._spacing[case]
 
     def load(self, idx: int) -> dict[str, Any]:
         fi, z = self.slices[idx]
@@ -152,20 +261,18 @@ class SynapseDataset(SegDataset):
             try:
                 with np.load(path) as npz:
                     image, label = npz["image"], npz["label"]
-            except (OSError, ValueError, KeyError) as e:
-                raise OSError(f"cannot read slice {path} (need keys 'image' and 'label'): {e}") from e
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                raise self._unreadable(path, e) from e
+            self._check_pair(path, np.shape(image), np.shape(label))
         else:
             h5 = self._h5.get(fi)
             if h5 is None:  # opened lazily, per worker process
                 h5 = self._h5[fi] = self._open(path)
-            image, label = h5["image"][z], h5["label"][z]
-        label = np.asarray(label).astype(np.int64)
-        bad = (label >= self.num_classes) & (label != IGNORE_INDEX) | (label < 0)
-        if bad.any():
-            raise ValueError(
-                f"{path}: label values {sorted(np.unique(label[bad]).tolist())} are outside the "
-                f"{self.num_classes} classes {self.class_names}"
-            )
+            try:
+                image, label = h5["image"][z], h5["label"][z]
+            except (OSError, KeyError) as e:
+                raise OSError(f"cannot read slice {z} of {path} ({e}); {self.remedy}") from e
+        label = self._check_label(np.asarray(label), path)
         if self.ignore_background:
             label[label == 0] = IGNORE_INDEX
         return {

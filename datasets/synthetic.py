@@ -81,6 +81,15 @@ def write_synthetic_synapse(
     jobs) are safe: each writes a private temp dir and the first rename wins.
     """
     root = Path(root)
+    minimum = {
+        "train_cases": (train_cases, 1),
+        "test_cases": (test_cases, 1),
+        "depth": (depth, 1),
+        "size": (size, 16),
+    }
+    for key, (value, least) in minimum.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"data.generator.{key}={value!r}: expected an integer >= {least}")
     meta = {
         "generator": "segloss-bench synthetic",
         "version": VERSION,
@@ -167,4 +176,5 @@ def synthetic(
         seed=seed,
         label_noise=label_noise,
         ignore_background=ignore_background,
+        remedy=f"delete {root} to have it generated again",
     )
