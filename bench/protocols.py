@@ -58,8 +58,8 @@ SCORES = {
     "transunet": ("dsc", "iou", "hd95"),
     "cityscapes": ("dsc", "iou", "hd95", "biou"),
 }
-#: NSD tolerance τ of every class when the data config names none: 1 mm (or voxel), the tolerance of
-#: the FLARE abdominal-organ challenges and AbdomenCT-1K (Ma et al., TPAMI 2021)
+#: NSD tolerance τ of every class when the data config names none: 1 mm (or voxel), every organ's
+#: tolerance in the FLARE abdominal-CT challenges' evaluation code (github.com/JunMa11/FLARE, NSD-1mm)
 NSD_TOLERANCE = 1.0
 #: Boundary IoU's width d as a fraction of the image diagonal (Cheng et al., CVPR 2021)
 BOUNDARY_DILATION_RATIO = 0.02
