@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import pickle
 
@@ -317,3 +318,33 @@ def test_summarize_cityscapes_headline_is_the_dataset_level_iou():
 def test_bad_summarize_input_gets_a_clear_error(protocol, rows, kwargs, message):
     with pytest.raises(ValueError, match=message):
         summarize(protocol, rows, class_names=NAMES, units="px", **kwargs)
+
+
+@pytest.mark.slow
+def test_a_run_records_each_protocols_scores_and_checks_the_settings_before_training(tmp_path, data_root):
+    from helpers import TINY, make_cfg
+
+    from bench.run import run
+
+    overrides = [
+        "+loss=ce",
+        "+data=synthetic",
+        *TINY,
+        "trainer.max_steps=2",
+        "data.protocol=[default,cityscapes]",
+    ]
+    cfg = make_cfg([*overrides, "data.nsd_tolerance={liver: 2.0}"], data_root=data_root, output_dir=tmp_path)
+    record = run(cfg, tmp_path / "ok", "ok")
+    default, city = record["metrics"], record["more_metrics"][0]
+    assert set(default["mean"]) == {"dsc", "iou", "hd95", "nsd", "assd"}
+    assert set(city["mean"]) == {"dsc", "iou", "hd95", "biou"}
+    assert default["per_class"]["liver"]["n"] == 2 and 0 <= default["mean"]["nsd"] <= 1
+    ids = {name: i + 1 for i, name in enumerate(city["per_class"])}  # eval classes 1-8, in order
+    for name, scores in city["per_class"].items():  # dataset-level: counts summed over the cases
+        rows = [r for r in city["per_case"] if r["class"] == ids[name]]
+        inter, union = sum(r["biou_inter"] for r in rows), sum(r["biou_union"] for r in rows)
+        assert scores["biou"] == pytest.approx(inter / union if union else NAN, nan_ok=True)
+    bad = make_cfg([*overrides, "data.nsd_tolerance=-1"], data_root=data_root, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="nsd_tolerance for 'background' is -1"):
+        run(bad, tmp_path / "bad", "bad")
+    assert json.loads((tmp_path / "bad" / "record.json").read_text())["history"] is None  # never trained
