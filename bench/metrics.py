@@ -39,6 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import edt
 import numpy as np
 import torch
@@ -376,8 +377,14 @@ def dilation_width(shape: Sequence[int], dilation_ratio: float) -> int:
 def _uniform_windows(labels: np.ndarray, width: int) -> np.ndarray:
     """True where the cube of half-width ``width`` around a voxel lies inside the array and holds a
     single label: the union over labels of each label mask's erosion by that cube."""
-    wide = labels.astype(np.int32)
     size = 2 * width + 1
+    if labels.ndim == 2 and labels.max(initial=0) < 65535:  # OpenCV's min/max filters: ~3x scipy's
+        shifted = labels.astype(np.uint16) + 1  # 0 = outside the image
+        square = np.ones((size, size), np.uint8)
+        low = cv2.erode(shifted, square, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        high = cv2.dilate(shifted, square, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        return (low == high) & (low > 0)
+    wide = labels.astype(np.int64)
     low = ndimage.minimum_filter(wide, size=size, mode="constant", cval=-1)
     high = ndimage.maximum_filter(wide, size=size, mode="constant", cval=-1)
     return (low == high) & (low >= 0)
@@ -406,12 +413,11 @@ def boundary_counts(
     p_edge, g_edge = ~_uniform_windows(pred, width), ~_uniform_windows(gt, width)
     if ignore_index is not None:
         p_edge &= gt != ignore_index
-    out = {}
-    for c in classes:
-        pb, gb = p_edge & (pred == c), g_edge & (gt == c)
-        inter = int(np.count_nonzero(pb & gb))
-        out[int(c)] = (inter, int(np.count_nonzero(pb)) + int(np.count_nonzero(gb)) - inter)
-    return out
+    p_lab, g_lab = pred[p_edge], gt[g_edge]  # every class's boundary pixels at once
+    both = pred[p_edge & g_edge & (pred == gt)]
+    size = int(max(pred.max(), gt.max(), max(classes, default=0))) + 1
+    p_n, g_n, inter = (np.bincount(v.ravel().astype(np.int64), minlength=size) for v in (p_lab, g_lab, both))
+    return {int(c): (int(inter[c]), int(p_n[c] + g_n[c] - inter[c])) for c in classes}
 
 
 def boundary_iou_from_counts(inter: float, union: float) -> float:
