@@ -449,6 +449,17 @@ def test_dataset_level_boundary_iou_sums_counts_over_images_before_dividing():
     assert dataset != pytest.approx(np.mean([v[0] for v in per_image]))  # not a mean of image values
 
 
+def test_boundary_iou_is_the_same_for_label_ids_beyond_the_fast_16_bit_path():
+    rng = np.random.default_rng(6)
+    gt = rng.integers(0, 3, (5, 7)).repeat(6, 0).repeat(6, 1)
+    pred = np.where(rng.random(gt.shape) < 0.9, gt, rng.integers(0, 3, gt.shape))
+    small = boundary_counts(pred, gt, [0, 1, 2], 0.05)
+    big = boundary_counts(pred + 70_000, gt + 70_000, [70_000, 70_001, 70_002], 0.05)  # scipy filters
+    assert (
+        list(big.values()) == list(small.values()) == [reference_counts(pred, gt, c, 0.05) for c in range(3)]
+    )
+
+
 def test_boundary_iou_of_volumes_uses_the_cube_and_the_nd_diagonal():
     rng = np.random.default_rng(5)
     shape = (12, 20, 18)
