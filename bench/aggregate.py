@@ -16,7 +16,9 @@ dropped. Values stay in record units (DSC/IoU fractions, HD95 in the record's ``
 :func:`to_markdown`, :func:`to_latex` and :func:`to_html` show DSC/IoU in % and mark per section the
 best value of each metric column **bold** and the second best underlined (HD95: lower is better;
 values compared at the printed precision; bold needs two distinct values, underline three).
-Per-class columns are DSC, or IoU under the ``cityscapes`` protocol (dataset-level mIoU).
+Per-class columns are DSC, or IoU under the ``cityscapes`` protocol (dataset-level mIoU). The mean
+columns are DSC, HD95 and mIoU (the paper form) unless ``metrics`` (``--metrics``) selects others from
+:data:`HEADLINE`: NSD, ASSD (lower is better) and Boundary IoU are in every summary and CSV.
 :func:`load_paper` + :func:`add_paper` add the survey's reported values and our difference to them.
 """
 
@@ -27,7 +29,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,15 +46,31 @@ from .record import RECORD
 SECTION = ["name", "data", "protocol", "model"]
 ROW = ["category", "loss", "variant"]
 KEYS = SECTION + ROW
+#: the per-class and mean scores of the paper form (and of the statistics by default)
 MEANS = {"dsc": "DSC", "hd95": "HD95", "iou": "IoU"}
+#: every per-class and mean score a record may carry (``bench.protocols.SCORES``)
+SCORES = {**MEANS, "nsd": "NSD", "assd": "ASSD", "biou": "Boundary IoU"}
 #: class subsets whose mean IoU is reported per dataset (Synthia→Cityscapes: mIoU16, mIoU13)
 SUBSETS = {
     "synthia": {
         key.lower(): [SynthiaDataset.class_names[t] for t in ids] for key, ids in SYNTHIA_SUBSETS.items()
     }
 }
-HEADLINE = {"dsc": "mean DSC", "hd95": "mean HD95", "iou": "mIoU", "miou16": "mIoU16", "miou13": "mIoU13"}
-LOWER_IS_BETTER = ("hd95",)
+HEADLINE = {
+    "dsc": "mean DSC",
+    "hd95": "mean HD95",
+    "iou": "mIoU",
+    "miou16": "mIoU16",
+    "miou13": "mIoU13",
+    "nsd": "mean NSD",
+    "assd": "mean ASSD",
+    "biou": "mean Boundary IoU",
+}
+#: the mean columns of a rendered table unless others are selected (the paper form)
+PAPER_FORM = ("dsc", "hd95", "iou", "miou16", "miou13")
+#: mean columns shown even where a section has no value
+ALWAYS = tuple(MEANS)
+LOWER_IS_BETTER = ("hd95", "assd")
 CATEGORY_ORDER = (*losses.CATEGORIES, "other")
 
 
@@ -142,10 +160,10 @@ def _row(rec: dict[str, Any], source: str) -> dict[str, Any]:
         "params": params,
         "history": rec.get("history"),
     }
-    for key in MEANS:
+    for key in SCORES:
         row[key] = (m.get("mean") or {}).get(key)
     for cls, vals in (m.get("per_class") or {}).items():
-        for key in MEANS:
+        for key in SCORES:
             row[f"{key}/{cls}"] = vals.get(key)
     for key, classes in SUBSETS.get(row["data"], {}).items():
         ious = [row.get(f"iou/{c}") for c in classes]
@@ -169,9 +187,10 @@ def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per ``record.json`` below ``paths`` (run dirs, sweep dirs or record files).
 
     Columns: ``run``, ``run_dir``, ``status``, the identity :data:`KEYS`, ``seed``, ``units``,
-    ``error``, ``params`` (loss hyper-parameters), ``history`` (training curve), the means ``dsc``,
-    ``hd95``, ``iou`` (+ class-subset mIoUs), per class ``dsc/<class>``, ``iou/<class>``,
-    ``hd95/<class>``, and the run's ``excluded``/``penalised`` empty-case counts.
+    ``error``, ``params`` (loss hyper-parameters), ``history`` (training curve), the means of
+    :data:`SCORES` (``dsc``, ``hd95``, ``iou``, ``nsd``, ``assd``, ``biou``; NaN where the protocol
+    has none) + class-subset mIoUs, the same per class (``dsc/<class>``, ``nsd/<class>`` …), and the
+    run's ``excluded``/``penalised`` empty-case counts.
     """
     paths = list(paths)
     return _frame([_row(rec, str(f.parent)) for f, rec in _read(paths)], ", ".join(map(str, paths)))
@@ -184,11 +203,11 @@ _WANDB_STATES = {"failed": "failed", "crashed": "failed", "killed": "failed"}
 def _wandb_record(run: Any) -> dict[str, Any]:
     """A run of the W&B public API as a record: config and the ``test/...`` summary of WandbLogger."""
     cfg, summary = dict(run.config), dict(run.summary_metrics)
-    mean = {k: summary.get(f"test/{k}") for k in MEANS}
+    mean = {k: summary.get(f"test/{k}") for k in SCORES}
     per_class: dict[str, dict[str, Any]] = {}
     for key, value in summary.items():
         parts = key.split("/", 2)
-        if len(parts) == 3 and parts[0] == "test" and parts[1] in MEANS:
+        if len(parts) == 3 and parts[0] == "test" and parts[1] in SCORES:
             per_class.setdefault(parts[2], {})[parts[1]] = value
     done = run.state == "finished" and mean["dsc"] is not None
     status = (
@@ -230,7 +249,8 @@ def load_wandb(path: str, *, api: Any = None, filters: dict[str, Any] | None = N
 
 def load_cases(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per (completed run, case, class): the identity :data:`KEYS`, ``seed``, ``case``,
-    ``class`` (name), ``dsc``, ``iou``, ``hd95`` and ``empty`` — the record's ``per_case`` rows.
+    ``class`` (name), the :data:`SCORES` (NaN where the protocol has none) and ``empty`` — the
+    record's ``per_case`` rows.
 
     Class ids map to names in the order of the record's ``per_class`` block (ascending ids).
     Empty (with these columns) when no run completed.
@@ -246,9 +266,13 @@ def load_cases(paths: Iterable[str | Path]) -> pd.DataFrame:
         names = dict(zip(ids, m["per_class"], strict=True))
         cases["class"] = cases["class"].map(names)
         frames.append(cases.assign(**ident))
-    columns = [*KEYS, "seed", "case", "class", *MEANS, "empty"]
-    out = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    return out.astype(dict.fromkeys(MEANS, float))
+    columns = [*KEYS, "seed", "case", "class", *SCORES, "empty"]  # a protocol's absent scores are NaN
+    out = (
+        pd.concat(frames, ignore_index=True).reindex(columns=columns)
+        if frames
+        else pd.DataFrame(columns=columns)
+    )
+    return out.astype(dict.fromkeys(SCORES, float))
 
 
 # --- the summary table ------------------------------------------------------------------------------
@@ -256,7 +280,7 @@ def load_cases(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def is_metric(col: str) -> bool:
     """True for mean, subset and per-class metric columns (``dsc``, ``miou16``, ``iou/road`` …)."""
-    return col in HEADLINE or ("/" in col and ":" not in col and col.split("/", 1)[0] in MEANS)
+    return col in HEADLINE or ("/" in col and ":" not in col and col.split("/", 1)[0] in SCORES)
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
@@ -415,12 +439,26 @@ def slug(key: tuple[str, ...]) -> str:
     return re.sub(r"[^\w.-]+", "-", "_".join(p for p in key if p)).strip("-") or "table"
 
 
-def _columns(t: pd.DataFrame, per_class: str) -> list[Column]:
+def check_metrics(metrics: Sequence[str] | None) -> tuple[str, ...]:
+    """The mean columns to render: :data:`PAPER_FORM` for ``None``, every :data:`HEADLINE` key for
+    ``["all"]``, else ``metrics`` in their order (names checked)."""
+    if metrics is None:
+        return PAPER_FORM
+    if list(metrics) == ["all"]:
+        return tuple(HEADLINE)
+    unknown = [m for m in metrics if m not in HEADLINE]
+    if unknown or not metrics:
+        raise ValueError(f"--metrics {','.join(metrics)}: choose from {', '.join(HEADLINE)} or 'all'")
+    return tuple(metrics)
+
+
+def _columns(t: pd.DataFrame, per_class: str, metrics: Sequence[str] | None = None) -> list[Column]:
     units = ",".join(sorted({u for u in t["units"] if u})) or "?"
     classes = [c for c in t.columns if c.startswith(per_class + "/") and is_metric(c) and t[c].notna().any()]
     metric_cols = [Column(c.split("/", 1)[1], c, display_scale(c)) for c in classes]
-    for key, label in HEADLINE.items():
-        if key in MEANS or (key in t and t[key].notna().any()):
+    for key in check_metrics(metrics):
+        label = HEADLINE[key]
+        if key in ALWAYS or (key in t and t[key].notna().any()):
             unit = units if key in LOWER_IS_BETTER else "%"
             arrow = "↓" if key in LOWER_IS_BETTER else "↑"
             metric_cols.append(Column(f"{label} ({unit}) {arrow}", key, display_scale(key)))
@@ -457,11 +495,14 @@ def _runs_note(r: pd.Series) -> str:
     return note
 
 
-def layout(summary: pd.DataFrame, per_class: str | None = None) -> list[Section]:
-    """The sections of a summary table as cells, with best/second-best marks per metric column."""
+def layout(
+    summary: pd.DataFrame, per_class: str | None = None, metrics: Sequence[str] | None = None
+) -> list[Section]:
+    """The sections of a summary table as cells, with best/second-best marks per metric column;
+    ``metrics``: the mean columns (:func:`check_metrics`)."""
     out = []
     for key, t in sections(summary):
-        cols = _columns(t, per_class or per_class_metric(key[2]))
+        cols = _columns(t, per_class or per_class_metric(key[2]), metrics)
         cells = {c.key: [] for c in cols}
         for c in cols:
             values = t[c.key].to_numpy(dtype=float)
@@ -482,7 +523,7 @@ def layout(summary: pd.DataFrame, per_class: str | None = None) -> list[Section]
             if not groups or groups[-1][0] != r["category"]:
                 groups.append((r["category"], []))
             groups[-1][1].append(row)
-        metric_name = MEANS[per_class or per_class_metric(key[2])]
+        metric_name = SCORES[per_class or per_class_metric(key[2])]
         out.append(
             Section(
                 title=f"{section_title(key)} — per-class {metric_name}, mean ± std over seeds",
@@ -494,11 +535,13 @@ def layout(summary: pd.DataFrame, per_class: str | None = None) -> list[Section]
     return out
 
 
-def to_markdown(summary: pd.DataFrame, per_class: str | None = None) -> str:
+def to_markdown(
+    summary: pd.DataFrame, per_class: str | None = None, metrics: Sequence[str] | None = None
+) -> str:
     """Markdown: one ``###`` section per (name, data, protocol, model); best **bold**, second <u>u</u>."""
     style = {0: "{}", 1: "**{}**", 2: "<u>{}</u>"}
     parts = []
-    for s in layout(summary, per_class):
+    for s in layout(summary, per_class, metrics):
         header = ["category", "loss", *s.header]
         lines = [f"### {s.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for cat, rows in s.groups:
@@ -535,11 +578,13 @@ def _tex(text: str) -> str:
     return "".join(_TEX_SYMBOLS.get(ch, ch) for ch in text)
 
 
-def to_latex(summary: pd.DataFrame, per_class: str | None = None) -> str:
+def to_latex(
+    summary: pd.DataFrame, per_class: str | None = None, metrics: Sequence[str] | None = None
+) -> str:
     """LaTeX (booktabs): one ``tabular`` per section; best ``\\textbf``, second ``\\underline``."""
     style = {0: "{}", 1: r"\textbf{{{}}}", 2: r"\underline{{{}}}"}
     parts = []
-    for s in layout(summary, per_class):
+    for s in layout(summary, per_class, metrics):
         lines = [
             f"% {_tex(s.title)}",
             r"\begin{tabular}{ll" + "r" * len(s.header) + "}",
@@ -556,11 +601,11 @@ def to_latex(summary: pd.DataFrame, per_class: str | None = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def to_html(summary: pd.DataFrame, per_class: str | None = None) -> str:
+def to_html(summary: pd.DataFrame, per_class: str | None = None, metrics: Sequence[str] | None = None) -> str:
     """A standalone HTML page: one table per section, categories as row groups; best <b>, second <u>."""
     style = {0: "{}", 1: "<b>{}</b>", 2: "<u>{}</u>"}
     body = []
-    for s in layout(summary, per_class):
+    for s in layout(summary, per_class, metrics):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in ["category", "loss", *s.header])
         rows = []
         for cat, group in s.groups:
@@ -608,12 +653,13 @@ def loss_table() -> pd.DataFrame:
 # --- command line -----------------------------------------------------------------------------------
 
 
-def write_tables(summary: pd.DataFrame, out: Path, name: str) -> str:
-    """``<name>.md/.tex/.html/.csv`` in ``out``; returns the Markdown."""
-    md = to_markdown(summary)
+def write_tables(summary: pd.DataFrame, out: Path, name: str, metrics: Sequence[str] | None = None) -> str:
+    """``<name>.md/.tex/.html/.csv`` in ``out`` (``metrics``: the rendered mean columns; the CSV
+    has all); returns the Markdown."""
+    md = to_markdown(summary, metrics=metrics)
     (out / f"{name}.md").write_text(md)
-    (out / f"{name}.tex").write_text(to_latex(summary))
-    (out / f"{name}.html").write_text(to_html(summary))
+    (out / f"{name}.tex").write_text(to_latex(summary, metrics=metrics))
+    (out / f"{name}.html").write_text(to_html(summary, metrics=metrics))
     summary.to_csv(out / f"{name}.csv", index=False)
     return md
 
@@ -628,7 +674,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", help="loss to compare every other loss with (Wilcoxon + Holm)")
     ap.add_argument("--by-size", action="store_true", help="DSC by object size (reads the test split)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG/PDF plots")
+    ap.add_argument(
+        "--metrics",
+        type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+        help=f"mean columns of the tables, comma-separated from {','.join(HEADLINE)}, or 'all' "
+        "(default: dsc,hd95,iou and the mIoU subsets, the paper form)",
+    )
     args = ap.parse_args(argv)
+    try:
+        check_metrics(args.metrics)
+    except ValueError as e:
+        ap.error(str(e))
     if not args.paths and not args.wandb:
         ap.error("give run/sweep directories or --wandb ENTITY/PROJECT")
     if not args.paths and (args.baseline or args.by_size):
@@ -637,20 +693,21 @@ def main(argv: list[str] | None = None) -> int:
     frames += [load_wandb(args.wandb)] if args.wandb else []
     runs = pd.concat(frames, ignore_index=True)
     summary = summary_table(runs, load_paper(args.paper) if args.paper else None)
-    md = to_markdown(summary)
+    md = to_markdown(summary, metrics=args.metrics)
     print(md)
     if args.out:
         from . import plots, stats
 
         args.out.mkdir(parents=True, exist_ok=True)
-        write_tables(summary, args.out, args.name)
+        write_tables(summary, args.out, args.name, args.metrics)
         runs.drop(columns=["params", "history"]).to_csv(args.out / "runs.csv", index=False)
         tables = {"losses": loss_table(), "ranks": stats.rank_table(summary)}
         if args.paths:
             cases = load_cases(args.paths)
-            tables["ci"] = stats.ci_table(cases)
+            scored = [m for m in SCORES if cases[m].notna().any()] or ["dsc"]  # what the protocols report
+            tables["ci"] = stats.ci_table(cases, metrics=scored)
             if args.baseline:
-                tables["wilcoxon"] = stats.paired_tests(cases, baseline=args.baseline)
+                tables["wilcoxon"] = stats.paired_tests(cases, baseline=args.baseline, metrics=scored)
             if args.by_size:
                 tables["sizes"] = stats.size_table(summary, stats.sizes_from_runs(runs))
         for stem, df in tables.items():

@@ -2,7 +2,8 @@
 
 Slices of one case arrive contiguously (the dataset contract); logits are resized to the label's
 native resolution before the argmax. The dataset-level confusion matrix is accumulated on the
-device; per-case metrics (DSC, IoU, HD95 with the case's spacing) are computed on the CPU by
+device; per-case metrics (DSC, IoU, HD95, NSD, ASSD with the case's spacing, Boundary IoU counts)
+are computed on the CPU by
 ``bench.protocols.score_case``, in worker processes when ``workers > 0``, while the GPU keeps
 predicting the next cases.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
@@ -26,7 +27,7 @@ from datasets.base import die_with_parent, worker_init
 
 from .distributed import all_reduce_sum, gather_lists
 from .metrics import confusion_matrix
-from .protocols import PROTOCOLS, score_case, summarize
+from .protocols import BOUNDARY_DILATION_RATIO, NSD_TOLERANCE, PROTOCOLS, score_case, summarize
 
 
 class _Inline(Executor):
@@ -69,10 +70,14 @@ def evaluate(
     channels_last: bool = True,
     workers: int | str = 0,
     connectivity: int = 1,
+    nsd_tolerance: float | Mapping[int, float] = NSD_TOLERANCE,
+    dilation_ratio: float = BOUNDARY_DILATION_RATIO,
     rank: int = 0,
     world: int = 1,
 ) -> list[dict[str, Any]]:
     """Score ``model`` on ``dataset``; returns one metrics block per protocol (same predictions).
+
+    ``nsd_tolerance``/``dilation_ratio``: see ``bench.protocols.metric_settings`` (from the data config).
 
     Under DDP each rank predicts its shard of whole cases; the confusion matrix is summed and the
     per-case rows gathered (in dataset order), so every rank returns the same metrics."""
@@ -127,6 +132,8 @@ def evaluate(
                         classes=classes,
                         spacing=spacing,
                         connectivity=connectivity,
+                        nsd_tolerance=nsd_tolerance,
+                        dilation_ratio=dilation_ratio,
                     )
                     for protocol in protocols
                 ],

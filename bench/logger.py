@@ -106,17 +106,14 @@ class WandbLogger:
 
     def finish(self, metrics: dict[str, Any] | None) -> None:
         if metrics:
-            for key in ("dsc", "iou", "hd95"):
+            keys = list(metrics["mean"])  # the protocol's scores: dsc, iou, hd95 (+ nsd, assd | biou)
+            for key in keys:
                 self.run.summary[f"test/{key}"] = metrics["mean"].get(key)
-            rows = [
-                [name, m.get("dsc"), m.get("iou"), m.get("hd95")] for name, m in metrics["per_class"].items()
-            ]
+            rows = [[name, *(m.get(key) for key in keys)] for name, m in metrics["per_class"].items()]
             for name, m in metrics["per_class"].items():
-                for key in ("dsc", "iou", "hd95"):
+                for key in keys:
                     self.run.summary[f"test/{key}/{name}"] = m.get(key)
-            self.run.log(
-                {"test/per_class": self.wandb.Table(columns=["class", "dsc", "iou", "hd95"], data=rows)}
-            )
+            self.run.log({"test/per_class": self.wandb.Table(columns=["class", *keys], data=rows)})
         self.run.finish()
 
 

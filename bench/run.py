@@ -24,6 +24,7 @@ from . import distributed
 from .evaluate import evaluate
 from .logger import NullLogger, make_logger
 from .model import build_model, freeze_unused
+from .protocols import metric_settings
 from .record import RECORD, TMP, git_commit, now, read_record, redact, versions, write_json_atomic
 from .train import Interrupted, NonFiniteLoss, Trainer, seed_everything
 
@@ -112,6 +113,8 @@ def _run(
         record["eval_data"] = eval_cfg["name"]
         for part in (train_set, test_set):  # data pre-flight (issue 11): files open, labels in range
             part.preflight()
+        # NSD tolerances, Boundary IoU width: checked before training
+        metric_kwargs = metric_settings({**data_cfg, **eval_cfg}, test_set.class_names)
         if train_set.num_classes != cfg.data.num_classes:
             raise ValueError(
                 f"data.num_classes={cfg.data.num_classes} but dataset {cfg.data.name!r} has "
@@ -165,6 +168,7 @@ def _run(
                 amp=bool(cfg.trainer.amp),
                 channels_last=bool(cfg.trainer.channels_last),
                 workers=trainer_cfg.get("eval_workers", 0),
+                **metric_kwargs,
                 rank=rank.rank,
                 world=rank.world,
             )

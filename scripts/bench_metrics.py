@@ -1,10 +1,13 @@
-"""Time bench.metrics' HD95 against medpy and MONAI on Synapse- and Cityscapes-size synthetic data.
+"""Time bench.metrics' HD95, NSD, ASSD and Boundary IoU against medpy, MONAI and the official
+Boundary IoU definition on Synapse- and Cityscapes-size synthetic data.
 
 Single-threaded throughout; times are CPU seconds (``time.process_time``), which a shared machine
-disturbs less than wall time. Checks that the values agree (ours vs medpy: pooled HD95; ours vs MONAI:
-max of the directed 95th percentiles), reports absolute times and ratios, times the full synthetic
-Synapse evaluation (12 volumes × 8 organs, ``score_case("default")`` with spacing), and writes a
-Markdown table. medpy runs once per item (it takes seconds); ours and MONAI take the best of 3.
+disturbs less than wall time. Checks that the values agree (HD95: ours vs medpy pooled and MONAI's
+max of the directed 95th percentiles; NSD vs MONAI ``compute_surface_dice``; ASSD vs medpy ``assd``;
+Boundary IoU counts vs a per-class cv2 transcription of ``mask_to_boundary``), reports absolute times
+and ratios, times the full synthetic Synapse evaluation (12 volumes × 8 organs) with today's metrics
+(DSC, IoU, HD95) and with all of them (+ NSD, ASSD) on the same volumes, and writes a Markdown file.
+medpy runs once per item (it takes seconds); ours and MONAI take the best of 3.
 
     .venv/bin/python scripts/bench_metrics.py          # ~3 min, one core; writes results/perf/metrics.md
     .venv/bin/python scripts/bench_metrics.py --quick  # smaller inputs, seconds; prints only
@@ -23,11 +26,13 @@ import numpy as np
 import scipy
 import torch
 from medpy.metric import binary as medpy_binary
-from monai.metrics import compute_hausdorff_distance
+from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 from scipy.spatial import cKDTree
 
-from bench.metrics import hd95, hd95_directed
-from bench.protocols import score_case
+from bench.metrics import boundary_counts, dilation_width, hd95, hd95_directed, measure_classes, measure_pair
+from bench.protocols import IGNORE_INDEX, score_case
+
+TOLERANCE = 1.0  # NSD τ in mm (data/synapse)
 
 SPACING = (3.0, 0.78, 0.78)
 ORGANS = ("aorta", "gallbladder", "left kidney", "right kidney", "liver", "pancreas", "spleen", "stomach")
@@ -110,6 +115,12 @@ def monai_hd95(pred: np.ndarray, gt: np.ndarray, spacing) -> np.ndarray:
     return compute_hausdorff_distance(y_pred, y, **kwargs)[0].double().numpy()
 
 
+def monai_nsd(pred: np.ndarray, gt: np.ndarray, tolerance: float, spacing) -> float:
+    """MONAI's NSD of two boolean masks (CPU tensors, one channel)."""
+    y_pred, y = torch.from_numpy(pred)[None, None], torch.from_numpy(gt)[None, None]
+    return float(compute_surface_dice(y_pred, y, [tolerance], include_background=True, spacing=spacing))
+
+
 def rel_diff(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
@@ -160,16 +171,93 @@ def bench_cityscapes(rng, shape) -> dict:
     }
 
 
-def bench_synapse_evaluation(rng, n_cases: int) -> tuple[float, int]:
-    """Seconds for score_case over n_cases volumes × 8 organs (generation not timed), and their voxels."""
-    total, voxels = 0.0, 0
+def bench_boundary_organs(rng, depth: int, organs: list[int]) -> list[dict]:
+    """NSD vs MONAI and ASSD vs medpy per organ, and ours for HD95 + NSD + ASSD from one measurement."""
+    pred, gt = synapse_case(rng, depth)
+    out = []
+    for label in organs:
+        p, g = pred == label, gt == label
+        t_nsd, ours_nsd = best_of(lambda p=p, g=g: measure_pair(p, g, SPACING).nsd(TOLERANCE))
+        t_monai, ref_nsd = best_of(lambda p=p, g=g: monai_nsd(p, g, TOLERANCE, list(SPACING)))
+        t_assd, ours_assd = best_of(lambda p=p, g=g: measure_pair(p, g, SPACING).assd)
+        t0 = time.process_time()
+        ref_assd = medpy_binary.assd(p, g, voxelspacing=SPACING)
+        t_medpy = time.process_time() - t0
+
+        def all_three(p=p, g=g):
+            m = measure_pair(p, g, SPACING)
+            return m.hd95, m.nsd(TOLERANCE), m.assd
+
+        t_all, _ = best_of(all_three)
+        out.append(
+            {
+                "item": f"{ORGANS[label - 1]}, {depth}×512×512 ({int(g.sum())} vox)",
+                "nsd": t_nsd,
+                "monai": t_monai,
+                "nsd_agree": f"{ours_nsd:.6f} vs {ref_nsd:.6f} ({rel_diff(ours_nsd, ref_nsd):.1e})",
+                "assd": t_assd,
+                "medpy": t_medpy,
+                "assd_agree": f"{rel_diff(ours_assd, ref_assd):.1e}",
+                "all": t_all,
+            }
+        )
+    return out
+
+
+def official_boundary_counts(pred: np.ndarray, gt: np.ndarray, classes, ratio: float = 0.02) -> list:
+    """Per class: the official mask_to_boundary (cv2, d 3×3 erosions of the zero-padded mask) of pred
+    and gt, intersection and union, the predicted boundary on ignored gt left out (VOID rule)."""
+    import cv2
+
+    d = dilation_width(gt.shape, ratio)
+    kernel, void = np.ones((3, 3), np.uint8), gt == IGNORE_INDEX
+    out = []
+    for c in classes:
+        edges = []
+        for mask in ((pred == c).astype(np.uint8), (gt == c).astype(np.uint8)):
+            padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+            edges.append((mask - cv2.erode(padded, kernel, iterations=d)[1:-1, 1:-1]) > 0)
+        pb, gb = edges
+        inter = int((pb & gb).sum())
+        out.append((inter, int(pb.sum()) + int(gb.sum()) - inter - int((pb & void).sum())))
+    return out
+
+
+def bench_boundary_iou(rng, shape) -> dict:
+    pred, gt = cityscapes_image(rng, shape)
+    classes = list(range(19))
+    t_ours, ours = best_of(lambda: boundary_counts(pred, gt, classes, ignore_index=IGNORE_INDEX))
+    t_ref, ref = best_of(lambda: official_boundary_counts(pred, gt, classes))
+    same = [ours[c] for c in classes] == ref
+    return {
+        "item": f"Cityscapes {shape[0]}×{shape[1]}, 19 classes, d = {dilation_width(shape, 0.02)} px",
+        "ours": t_ours,
+        "ref": t_ref,
+        "agree": "identical counts" if same else "COUNTS DIFFER",
+    }
+
+
+def hd95_only(pred: np.ndarray, gt: np.ndarray) -> list:
+    """Today's default-protocol work per case: DSC, IoU, pooled and directed HD95 of the 8 organs."""
+    pairs = measure_classes(pred, gt, range(1, 9), SPACING, 1, ignore_index=IGNORE_INDEX)
+    return [(m.dsc, m.iou, m.hd95, *m.hd95_directed) for m in pairs.values()]
+
+
+def bench_synapse_evaluation(rng, n_cases: int) -> tuple[float, float, int]:
+    """CPU seconds over n_cases volumes × 8 organs (generation not timed): today's metrics, then
+    ``score_case("default")`` with all of them, on the same volumes; and the voxels in all."""
+    today = everything = 0.0
+    voxels = 0
     for _ in range(n_cases):
         pred, gt = synapse_case(rng, int(rng.integers(85, 150)))
         t0 = time.process_time()
-        score_case("default", pred, gt, classes=range(1, 9), spacing=SPACING)
-        total += time.process_time() - t0
+        hd95_only(pred, gt)
+        t1 = time.process_time()
+        score_case("default", pred, gt, classes=range(1, 9), spacing=SPACING, nsd_tolerance=TOLERANCE)
+        everything += time.process_time() - t1
+        today += t1 - t0
         voxels += gt.size
-    return total, voxels
+    return today, everything, voxels
 
 
 def machine() -> str:
@@ -182,17 +270,26 @@ def machine() -> str:
 
 
 def versions() -> str:
-    pkgs = ("numpy", "scipy", "torch", "medpy", "monai", "edt")
+    pkgs = ("numpy", "scipy", "torch", "medpy", "monai", "edt", "opencv-python-headless")
     found = {p: (scipy.__version__ if p == "scipy" else version(p)) for p in pkgs}
     return f"Python {platform.python_version()}, " + ", ".join(f"{p} {v}" for p, v in found.items())
 
 
-def render(items: list[dict], eval_time: float, n_cases: int, eval_voxels: int, quick: bool) -> str:
+def render(
+    items: list[dict],
+    boundary_items: list[dict],
+    biou: dict,
+    evaluation: tuple[float, float, int],
+    n_cases: int,
+    quick: bool,
+) -> str:
+    today, everything, eval_voxels = evaluation
     lines = [
-        "# HD95 speed: bench.metrics vs medpy and MONAI",
+        "# Metric speed: bench.metrics vs medpy, MONAI and the official Boundary IoU",
         "",
         f"Generated by `scripts/bench_metrics.py{' --quick' if quick else ''}`. Machine: {machine()}. "
-        "Times are CPU seconds of one thread (`time.process_time`; the machine may be shared).",
+        "Times are CPU seconds of one thread (`time.process_time`; the machine may be shared: these "
+        "numbers were taken while other jobs ran, so compare the ratios, measured side by side).",
         f"Versions: {versions()}.",
         "",
         "Synthetic data: Synapse-like CT volumes (8 ellipsoid organs, spacing "
@@ -204,6 +301,8 @@ def render(items: list[dict], eval_time: float, n_cases: int, eval_voxels: int, 
         "on CPU tensors (best of 3; its value is the max of the directed percentiles, compared with "
         "ours). 'Agree' is the largest relative difference.",
         "",
+        "## HD95",
+        "",
         "| item | ours (CPU s) | medpy (CPU s) | MONAI (CPU s) | medpy / ours | MONAI / ours | agree |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
@@ -214,10 +313,46 @@ def render(items: list[dict], eval_time: float, n_cases: int, eval_voxels: int, 
         )
     lines += [
         "",
-        f'Full synthetic Synapse evaluation, `score_case("default")` with spacing: {n_cases} volumes '
-        f"(85–149 × 512 × 512, {eval_voxels / 1e6:.0f} M voxels in all) × 8 organs in "
-        f"**{eval_time:.1f} CPU s** on one core (DSC, IoU, pooled and directed HD95 in mm; data "
-        "generation not timed).",
+        "## NSD and ASSD",
+        "",
+        f"NSD at τ = {TOLERANCE} mm: ours `measure_pair(...).nsd` vs MONAI `compute_surface_dice` (CPU, "
+        "`use_subvoxels=False`, best of 3; values shown, relative difference in brackets). ASSD: ours "
+        "`measure_pair(...).assd` vs medpy `assd` on the full arrays (one run). 'all three': HD95, NSD "
+        "and ASSD of the organ from one surface extraction and one distance query.",
+        "",
+        "| item | NSD ours (CPU s) | MONAI (CPU s) | MONAI / ours | NSD ours vs MONAI | ASSD ours (CPU s) "
+        "| medpy (CPU s) | medpy / ours | ASSD agree | all three (CPU s) |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for it in boundary_items:
+        lines.append(
+            f"| {it['item']} | {it['nsd']:.4f} | {it['monai']:.3f} | {it['monai'] / it['nsd']:.1f}× | "
+            f"{it['nsd_agree']} | {it['assd']:.4f} | {it['medpy']:.2f} | {it['medpy'] / it['assd']:.0f}× | "
+            f"{it['assd_agree']} | {it['all']:.4f} |"
+        )
+    lines += [
+        "",
+        "## Boundary IoU",
+        "",
+        "Ours: `boundary_counts` (one min and one max filter per label map give every class's boundary "
+        "region). Reference: the official `mask_to_boundary` transcribed per class with cv2 "
+        "(d iterations of a 3×3 erosion of the zero-padded mask), best of 3 each.",
+        "",
+        "| item | ours (CPU s) | official per class (CPU s) | official / ours | agree |",
+        "|---|---:|---:|---:|---|",
+        f"| {biou['item']} | {biou['ours']:.3f} | {biou['ref']:.3f} | {biou['ref'] / biou['ours']:.1f}× | "
+        f"{biou['agree']} |",
+        "",
+        "## Full synthetic Synapse evaluation",
+        "",
+        f"{n_cases} volumes (85–149 × 512 × 512, {eval_voxels / 1e6:.0f} M voxels in all) × 8 organs, "
+        "spacing in mm, data generation not timed, both on the same volumes in the same run:",
+        "",
+        "| metrics per (case, organ) | CPU s | vs today |",
+        "|---|---:|---:|",
+        f"| today: DSC, IoU, pooled and directed HD95 | {today:.1f} | 1.00× |",
+        f'| all: + NSD (τ = {TOLERANCE} mm) and ASSD, `score_case("default")` | {everything:.1f} | '
+        f"{everything / today:.2f}× |",
         "",
     ]
     return "\n".join(lines)
@@ -234,13 +369,17 @@ def main() -> None:
     if args.quick:
         items = bench_synapse_organs(rng, 40, [2])
         items.append(bench_cityscapes(rng, (256, 512)))
+        boundary_items = bench_boundary_organs(rng, 40, [2])
+        biou = bench_boundary_iou(rng, (256, 512))
         n_cases = 2
     else:
         items = bench_synapse_organs(rng, 100, [5, 2])
         items.append(bench_cityscapes(rng, (1024, 2048)))
+        boundary_items = bench_boundary_organs(rng, 100, [5, 2])
+        biou = bench_boundary_iou(rng, (1024, 2048))
         n_cases = 12
-    eval_time, eval_voxels = bench_synapse_evaluation(rng, n_cases)
-    text = render(items, eval_time, n_cases, eval_voxels, args.quick)
+    evaluation = bench_synapse_evaluation(rng, n_cases)
+    text = render(items, boundary_items, biou, evaluation, n_cases, args.quick)
     print(text)
     out = args.out or (None if args.quick else Path("results/perf/metrics.md"))
     if out is not None:

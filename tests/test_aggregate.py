@@ -340,3 +340,44 @@ def test_no_records_is_a_clear_error(tmp_path):
         load_records([tmp_path])
     with pytest.raises(FileNotFoundError, match="no run record or directory"):
         load_records([tmp_path / "missing"])
+
+
+def add_boundary_scores(folder, name, nsd, assd):
+    """Give a hand-made record the default protocol's NSD and ASSD (mean, per class, per case)."""
+    path = folder / name / "record.json"
+    rec = json.loads(path.read_text())
+    m = rec["metrics"]
+    m["mean"].update(nsd=nsd, assd=assd)
+    for vals in m["per_class"].values():
+        vals.update(nsd=nsd, assd=assd)
+    for row in m["per_case"]:
+        row.update(nsd=nsd, assd=assd)
+    path.write_text(json.dumps(rec))
+
+
+def test_nsd_and_assd_are_carried_and_shown_when_selected(tmp_path, capsys):
+    for loss, nsd, assd in (("ce", 0.5, 4.0), ("dice", 0.9, 1.0), ("focal", 0.7, 2.0)):
+        write(tmp_path, f"{loss}0", loss, 0)
+        add_boundary_scores(tmp_path, f"{loss}0", nsd, assd)
+    write(tmp_path, "boundary0", "boundary", 0)  # an older record: no NSD/ASSD
+    runs = load_records([tmp_path])
+    table = summary_table(runs).set_index("loss")
+    assert table.loc["dice", "nsd"] == pytest.approx(0.9) and table.loc["ce", "assd/liver"] == 4.0
+    assert np.isnan(table.loc["boundary", "nsd"])
+    cases = load_cases([tmp_path])
+    assert cases.groupby("loss")["assd"].mean().to_dict() == pytest.approx(
+        {"ce": 4.0, "dice": 1.0, "focal": 2.0, "boundary": np.nan}, nan_ok=True
+    )
+    table = summary_table(runs)
+    assert "NSD" not in to_markdown(table) and "mean HD95" in to_markdown(table)  # the paper form
+    md = to_markdown(table, metrics=["dsc", "nsd", "assd"])
+    assert "| mean DSC (%) ↑ | mean NSD (%) ↑ | mean ASSD (mm) ↓ |" in md and "HD95" not in md
+    assert (
+        "| **90.00** | **1.00** |" in md and "| <u>70.00</u> | <u>2.00</u> |" in md
+    )  # ASSD: lower is better
+    assert "mean Boundary IoU" not in to_markdown(table, metrics=["all"])  # no value in any run
+    assert main([str(tmp_path), "--metrics", "nsd,assd", "--no-plots"]) == 0
+    assert "mean ASSD (mm) ↓" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--metrics", "nsd,bogus"])
+    assert "choose from dsc, hd95, iou" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""bench.metrics: HD95 equals medpy (and MONAI's directed value), overlaps, confusion matrices."""
+"""bench.metrics: HD95 and ASSD equal medpy, NSD equals MONAI, Boundary IoU equals a transcription of
+the official definition; overlaps, confusion matrices."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from scipy import ndimage
 
 from bench import metrics
 from bench.metrics import (
+    assd,
     boundary,
+    boundary_counts,
+    boundary_iou,
     confusion_matrix,
     diagonal,
     hd95,
     hd95_directed,
     measure_pair,
+    nsd,
     scores_from_confusion,
 )
 
@@ -243,3 +248,230 @@ def test_scores_of_an_empty_confusion_matrix_are_nan_without_warnings():
     assert all(math.isnan(v) for v in (s["miou"], s["mdice"], s["pixel_acc"], *s["iou"]))
     with pytest.raises(ValueError, match="square"):
         scores_from_confusion(np.zeros((2, 3)))
+
+
+# --- NSD (MONAI) and ASSD (medpy) ---------------------------------------------------------------------
+
+
+def monai_nsd(pred, gt, tolerance, spacing):
+    from monai.metrics import compute_surface_dice
+
+    as_batch = [torch.from_numpy(m)[None, None] for m in (pred, gt)]
+    kwargs = {"include_background": True, "spacing": None if spacing is None else list(spacing)}
+    return float(compute_surface_dice(*as_batch, [tolerance], **kwargs))
+
+
+def assert_monai_nsd_equal(pred, gt, spacing, tolerances):
+    for tau in tolerances:
+        assert nsd(pred, gt, tau, spacing) == pytest.approx(
+            monai_nsd(pred, gt, tau, spacing), rel=1e-6, abs=0
+        )
+
+
+def assert_medpy_assd_equal(pred, gt, spacing, connectivity):
+    expected = medpy_binary.assd(pred, gt, voxelspacing=spacing, connectivity=connectivity)
+    assert assd(pred, gt, spacing, connectivity) == pytest.approx(expected, rel=1e-6, abs=0)
+
+
+#: integer tolerances tie with many voxel distances (ties are decided in float32, as MONAI does)
+TOLERANCES = (0.0, 1.0, 1.5, 2.0, 3.0, 4.7)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_nsd_equals_monai_on_random_blobs_with_anisotropic_spacing(ndim, route):
+    rng = np.random.default_rng(40 + ndim)
+    shape = (48, 60) if ndim == 2 else (14, 26, 22)
+    for trial in range(3):
+        pred = blobs(rng, shape, 0.01, grow=2)
+        gt = blobs(rng, shape, 0.01, grow=1 + trial % 2)
+        for spacing in SPACINGS[ndim]:
+            assert_monai_nsd_equal(pred, gt, spacing, TOLERANCES)
+
+
+def test_nsd_equals_monai_on_noisy_masks_and_shifted_ellipsoids(route):
+    rng = np.random.default_rng(8)
+    pred, gt = rng.random((40, 50)) < 0.4, rng.random((40, 50)) < 0.2
+    assert_monai_nsd_equal(pred, gt, (0.7, 1.9), TOLERANCES)
+    shape = (20, 40, 40)
+    gt = ellipsoid(shape, (10, 20, 20), (6, 12, 9))
+    pred = ellipsoid(shape, (11, 21, 20), (6, 11, 10)) | ellipsoid(shape, (4, 35, 5), (2, 3, 3))
+    assert_monai_nsd_equal(pred, gt, (3.0, 0.78, 0.78), (0.5, 0.78, 1.0, 2.0, 3.0, 5.0))
+
+
+def test_nsd_equals_monai_at_borders_and_on_single_voxels(route):
+    gt = np.zeros((30, 40), bool)
+    gt[:9, :] = True  # the array edge is its surface
+    pred = np.zeros((30, 40), bool)
+    pred[:11, 15:] = True
+    pred[-2:, -3:] = True
+    assert_monai_nsd_equal(pred, gt, (0.7, 1.9), TOLERANCES)
+    assert_monai_nsd_equal(np.ones_like(gt), gt, None, TOLERANCES)
+    a, b = np.zeros((9, 11, 13), bool), np.zeros((9, 11, 13), bool)
+    a[2, 3, 4], b[3, 3, 5] = True, True
+    assert_monai_nsd_equal(a, b, (2.0, 1.0, 0.5), (0.4, 0.5, 2.0, 2.1))
+    assert nsd(a, b, 2.0, (2.0, 1.0, 0.5)) == 0.0  # sqrt(2² + 0.5²) > 2
+    assert nsd(a, b, 2.1, (2.0, 1.0, 0.5)) == 1.0
+    assert nsd(a, a, 0.0) == 1.0
+
+
+def test_nsd_counts_every_surface_voxel_once():
+    gt = np.zeros((12, 12), bool)
+    gt[2:8, 2:8] = True  # 20 surface pixels
+    pred = np.zeros_like(gt)
+    pred[2:8, 2:10] = True  # 24 surface pixels, 16 of them on gt's surface
+    # beyond 1 px: pred's (2,9), (7,9) and right column (3..6, 9) at 2; gt's (4,7), (5,7) at 2
+    assert nsd(pred, gt, 1.0) == pytest.approx((44 - 6 - 2) / 44)
+    assert nsd(pred, gt, 2.0) == 1.0
+
+
+def test_nsd_and_assd_follow_the_empty_rules_of_monai_and_medpy():
+    mask, empty = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    mask[2:5, 3:6] = True
+    assert nsd(mask, empty, 1.0) == monai_nsd(mask, empty, 1.0, None) == 0.0
+    assert nsd(empty, mask, 1.0) == monai_nsd(empty, mask, 1.0, None) == 0.0
+    assert math.isnan(nsd(empty, empty, 1.0)) and math.isnan(monai_nsd(empty, empty, 1.0, None))
+    for pred, gt in ((mask, empty), (empty, mask), (empty, empty)):
+        assert math.isnan(assd(pred, gt))
+        with pytest.raises(RuntimeError):
+            medpy_binary.assd(pred, gt)
+    with pytest.raises(ValueError, match="tolerance"):
+        nsd(mask, mask, -1.0)
+
+
+@pytest.mark.parametrize(("ndim", "connectivity"), [(2, 1), (2, 2), (3, 1), (3, 3)])
+def test_assd_equals_medpy(ndim, connectivity, route):
+    rng = np.random.default_rng(60 + ndim + connectivity)
+    shape = (50, 64) if ndim == 2 else (14, 24, 20)
+    for _ in range(3):
+        pred, gt = blobs(rng, shape, 0.01, grow=2), blobs(rng, shape, 0.01, grow=1)
+        for spacing in SPACINGS[ndim]:
+            assert_medpy_assd_equal(pred, gt, spacing, connectivity)
+    noisy = rng.random(shape) < 0.3
+    assert_medpy_assd_equal(noisy, gt, SPACINGS[ndim][-1], connectivity)
+    edge = np.zeros(shape, bool)
+    edge[(slice(0, 3),) * ndim] = True  # a corner block on the array border
+    single = np.zeros(shape, bool)
+    single[(-1,) * ndim] = True
+    assert_medpy_assd_equal(edge, single, SPACINGS[ndim][-1], connectivity)
+    assert_medpy_assd_equal(np.ones(shape, bool), gt, SPACINGS[ndim][-1], connectivity)
+
+
+# --- Boundary IoU -------------------------------------------------------------------------------------
+# Reference: the official definition transcribed from bowenc0221/boundary-iou-api
+# (boundary_iou/utils/boundary_utils.py::mask_to_boundary and coco_panoptic_api/evaluation.py):
+# d = max(1, round(ratio × diagonal)); pad the mask with one zero pixel, erode d times with a 3×3
+# kernel (cv2), crop; boundary = mask − erosion; the predicted boundary on VOID leaves the union.
+
+
+def official_boundary(mask, ratio):
+    import cv2
+
+    h, w = mask.shape
+    d = max(1, round(ratio * math.sqrt(h * h + w * w)))
+    padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    eroded = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=d)[1 : h + 1, 1 : w + 1]
+    return (mask.astype(np.uint8) - eroded) > 0
+
+
+def nd_boundary(mask, ratio):
+    """The same definition in n-D with scipy: erode d times by the full 3^n cube, outside = 0."""
+    d = max(1, round(ratio * math.sqrt(sum(s * s for s in mask.shape))))
+    cube = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    return mask & ~ndimage.binary_erosion(mask, cube, iterations=d, border_value=0)
+
+
+def reference_counts(pred, gt, c, ratio, void=None, find=official_boundary):
+    pb, gb = find(pred == c, ratio), find(gt == c, ratio)
+    inter = int((pb & gb).sum())
+    union = int(pb.sum()) + int(gb.sum()) - inter
+    if void is not None:
+        union -= int((pb & (gt == void)).sum())
+    return inter, union
+
+
+@pytest.mark.parametrize("ratio", [0.001, 0.02, 0.05, 0.1])
+def test_boundary_iou_of_binary_masks_equals_the_official_definition(ratio):
+    rng = np.random.default_rng(int(ratio * 1000))
+    for shape in ((40, 56), (33, 90)):
+        for grow in (0, 2, 4):
+            pred, gt = blobs(rng, shape, 0.01, grow), blobs(rng, shape, 0.01, grow + 1)
+            inter, union = reference_counts(pred, gt, True, ratio)
+            assert boundary_iou(pred, gt, ratio) == pytest.approx(inter / union)
+            assert boundary_counts(pred.view(np.uint8), gt.view(np.uint8), [1], ratio)[1] == (inter, union)
+
+
+def test_boundary_iou_at_borders_single_pixels_and_empty_masks():
+    shape = (30, 40)
+    full, band, dot, empty = (np.zeros(shape, bool) for _ in range(4))
+    full[:] = True
+    band[:6, :] = True
+    dot[10, 12] = True
+    for pred, gt in ((full, band), (band, dot), (dot, dot), (full, full), (dot, empty), (empty, band)):
+        inter, union = reference_counts(pred, gt, True, 0.05)
+        assert boundary_iou(pred, gt, 0.05) == pytest.approx(inter / union)
+    assert boundary_iou(full, full, 0.05) == 1.0  # a full image is all boundary near the edge
+    assert boundary_iou(dot, empty) == 0.0
+    assert math.isnan(boundary_iou(empty, empty))
+
+
+def test_boundary_iou_per_class_of_label_maps_with_ignored_pixels():
+    rng = np.random.default_rng(2)
+    gt = np.kron(rng.integers(0, 4, (5, 7)), np.ones((9, 11), np.int64))  # blocky regions, 45x77
+    pred = np.where(rng.random(gt.shape) < 0.95, gt, rng.integers(0, 4, gt.shape))
+    gt[35:, 50:] = 255
+    got = boundary_iou(pred, gt, 0.03, ignore_index=255)
+    assert sorted(got) == [0, 1, 2, 3]
+    for c, value in got.items():
+        inter, union = reference_counts(pred, gt, c, 0.03, void=255)
+        assert value == pytest.approx(inter / union)
+    # without the VOID rule the predicted boundary inside the ignored block would enlarge the union
+    assert any(
+        reference_counts(pred, gt, c, 0.03) != reference_counts(pred, gt, c, 0.03, void=255) for c in range(4)
+    )
+
+
+def test_dataset_level_boundary_iou_sums_counts_over_images_before_dividing():
+    rng = np.random.default_rng(4)
+    images = [
+        (
+            rng.integers(0, 3, (6, 8)).repeat(5, 0).repeat(5, 1),
+            rng.integers(0, 3, (6, 8)).repeat(5, 0).repeat(5, 1),
+        )
+        for _ in range(3)
+    ]
+    totals = np.zeros((3, 2))
+    for pred, gt in images:
+        counts = boundary_counts(pred, gt, [0, 1, 2], 0.02)
+        totals += [counts[c] for c in range(3)]
+        assert [counts[c] for c in range(3)] == [reference_counts(pred, gt, c, 0.02) for c in range(3)]
+    per_image = [boundary_iou(p, g, 0.02, classes=[0]) for p, g in images]
+    dataset = totals[0, 0] / totals[0, 1]
+    assert dataset != pytest.approx(np.mean([v[0] for v in per_image]))  # not a mean of image values
+
+
+def test_boundary_iou_is_the_same_for_label_ids_beyond_the_fast_16_bit_path():
+    rng = np.random.default_rng(6)
+    gt = rng.integers(0, 3, (5, 7)).repeat(6, 0).repeat(6, 1)
+    pred = np.where(rng.random(gt.shape) < 0.9, gt, rng.integers(0, 3, gt.shape))
+    small = boundary_counts(pred, gt, [0, 1, 2], 0.05)
+    big = boundary_counts(pred + 70_000, gt + 70_000, [70_000, 70_001, 70_002], 0.05)  # scipy filters
+    assert (
+        list(big.values()) == list(small.values()) == [reference_counts(pred, gt, c, 0.05) for c in range(3)]
+    )
+
+
+def test_boundary_iou_of_volumes_uses_the_cube_and_the_nd_diagonal():
+    rng = np.random.default_rng(5)
+    shape = (12, 20, 18)
+    pred, gt = blobs(rng, shape, 0.01, 2), blobs(rng, shape, 0.01, 1)
+    for ratio in (0.03, 0.08):
+        inter, union = reference_counts(pred, gt, True, ratio, find=nd_boundary)
+        assert boundary_iou(pred, gt, ratio) == pytest.approx(inter / union)
+
+
+def test_bad_boundary_iou_input_gets_a_clear_error():
+    a = np.ones((4, 5), bool)
+    with pytest.raises(ValueError, match="dilation_ratio"):
+        boundary_iou(a, a, 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        boundary_iou(a, a[:-1])

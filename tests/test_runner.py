@@ -51,7 +51,7 @@ def test_record_is_complete_and_on_disk(finished):
     )
     assert on_disk["config"]["trainer"]["max_steps"] == 40
     metrics = on_disk["metrics"]
-    assert set(metrics["mean"]) >= {"dsc", "iou", "hd95"} and metrics["units"] == "mm"
+    assert set(metrics["mean"]) >= {"dsc", "iou", "hd95", "nsd", "assd"} and metrics["units"] == "mm"
     assert list(metrics["per_class"]) == [
         "aorta",
         "gallbladder",

@@ -35,11 +35,11 @@ def test_no_credentials_falls_back_to_offline_with_a_notice(tmp_path, data_root,
     (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     (table,) = offline.glob("files/media/table/test/per_class_*.table.json")
     rows = json.loads(table.read_text())
-    assert rows["columns"] == ["class", "dsc", "iou", "hd95"]
+    assert rows["columns"] == ["class", "dsc", "iou", "hd95", "nsd", "assd"]
     logged = {r[0]: r[1] for r in rows["data"]}
     assert logged == pytest.approx({c: m["dsc"] for c, m in record["metrics"]["per_class"].items()})
     (log,) = offline.glob("run-*.wandb")
-    keys = (b"test/dsc", b"test/hd95/liver", b"train/loss", b"wb-run")
+    keys = (b"test/dsc", b"test/hd95/liver", b"test/nsd/liver", b"test/assd", b"train/loss", b"wb-run")
     for _ in range(60):  # the W&B service flushes its log asynchronously after finish()
         raw = log.read_bytes()
         if all(k in raw for k in keys):
