@@ -1,0 +1,217 @@
+"""Sweeps on a real SLURM scheduler: the one-node cluster of ``scripts/local_slurm.sh``.
+
+``.ci/run`` starts that cluster and runs ``pytest -m slurm``; elsewhere these tests are skipped (no
+``sbatch``, no controller, or a cluster without the local one's ``urgent`` partition: they submit,
+signal, requeue and preempt jobs). Each run is tiny; jobs take 1 CPU, so two run at once.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, TINY, bench_cli, records
+from omegaconf import OmegaConf
+
+from bench.train import Interrupted, NonFiniteLoss
+
+LOCAL_CONF = Path(os.environ.get("SEGLOSS_SLURM_DIR", "/tmp/segloss-slurm")) / "slurm.conf"
+LONG = [*TINY, "trainer.max_steps=40", "trainer.log_every=2", "trainer.ckpt_every=2"]
+CPU = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+
+
+def slurm_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if "SLURM_CONF" not in env and LOCAL_CONF.exists():
+        env["SLURM_CONF"] = str(LOCAL_CONF)
+    return env
+
+
+def cluster_problem() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "sbatch not found (start a local cluster: scripts/local_slurm.sh start)"
+    out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, env=slurm_env())
+    if out.returncode:
+        return f"no SLURM controller answers ({out.stderr.strip()[:200]}); scripts/local_slurm.sh start"
+    if "urgent" not in out.stdout.split():
+        return "not the local test cluster of scripts/local_slurm.sh (no 'urgent' partition)"
+    return None
+
+
+_problem = cluster_problem()
+
+
+def needs_cluster(test):
+    skip = pytest.mark.skipif(_problem is not None, reason=_problem or "")
+    return pytest.mark.slurm(pytest.mark.slow(skip(test)))
+
+
+def slurm(*args: str) -> str:
+    return subprocess.run(args, capture_output=True, text=True, env=slurm_env(), check=True).stdout
+
+
+def launch(args: list[str], tmp: Path) -> subprocess.Popen:
+    env = {
+        **slurm_env(),
+        "SEGLOSS_OUTPUT": str(tmp / "out"),
+        "SEGLOSS_DATA": str(tmp / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "-m", *CPU, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: int = 300) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"the launcher did not finish within {timeout} s:\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def job_id(run_dir: Path) -> str:
+    """The SLURM job (array task) id that ran ``run_dir``, as Hydra saved it."""
+    return str(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.job.id)
+
+
+def job_log(tmp: Path, jid: str) -> str:
+    return "".join(p.read_text() for p in (tmp / "out").rglob(f"{jid}_0_log.*"))
+
+
+def restarts(jid: str) -> int:
+    return int(re.search(r"Restarts=(\d+)", slurm("scontrol", "show", "job", jid))[1])
+
+
+def wait_for_checkpoint(tmp: Path, proc: subprocess.Popen, timeout: int = 240) -> Path:
+    """The run dir once training has written a checkpoint (the job is mid-training)."""
+    t0 = time.time()
+    while True:
+        found = list((tmp / "out").rglob("checkpoints/last.pt"))
+        if found and (found[0].parents[1] / ".hydra" / "hydra.yaml").exists():
+            return found[0].parents[1]
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.time() - t0 < timeout, "no checkpoint written"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """The same run, uninterrupted, without SLURM (1 thread, as the 1-CPU jobs)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    res = bench_cli("+loss=dice", "+data=synthetic", *LONG, tmp=tmp)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (rec,) = records(tmp / "out").values()
+    return rec
+
+
+def test_exceptions_crossing_processes_survive_a_pickle_round_trip():
+    e = pickle.loads(pickle.dumps(Interrupted(7, signal.SIGTERM, chain=print)))
+    assert (type(e), e.step, e.signum, e.chain, str(e)) == (
+        Interrupted,
+        7,
+        signal.SIGTERM,
+        None,
+        "interrupted by signal SIGTERM at step 7; resumable",
+    )
+    e = pickle.loads(pickle.dumps(NonFiniteLoss(3, "dice")))
+    assert (type(e), e.step, e.loss_name) == (NonFiniteLoss, 3, "dice")
+    assert "'dice' became non-finite" in str(e)
+
+
+@needs_cluster
+def test_2x2_sweep_on_the_cpu_profile_then_relaunch_submits_nothing(tmp_path):
+    args = ["name=grid", "+loss=ce,dice", "+data=synthetic", "seed=0,1", *TINY]
+    code, out = finish(launch(args, tmp_path))
+    assert code == 0, out[-3000:]
+    recs = records(tmp_path / "out")
+    assert sorted((r["loss"], r["seed"], r["status"]) for r in recs.values()) == [
+        ("ce", 0, "completed"),
+        ("ce", 1, "completed"),
+        ("dice", 0, "completed"),
+        ("dice", 1, "completed"),
+    ]
+    ids = {job_id(Path(r["run_dir"])) for r in recs.values()}
+    (array,) = {i.split("_")[0] for i in ids}
+    assert sorted(ids) == [f"{array}_{k}" for k in range(4)]  # one array job, one task per run
+    names = slurm("squeue", "-h", "-t", "all", "-r", "-o", "%j", "-j", array).split()
+    assert sorted(names) == sorted(f"grid/{name}" for name in recs)  # <sweep>/<run> in squeue
+    jobs_before = sorted(p.name for p in (tmp_path / "out" / "grid" / ".submitit").iterdir())
+    code, out = finish(launch(args, tmp_path))
+    assert code == 0, out[-3000:]
+    assert out.count("already completed") == 4
+    assert sorted(p.name for p in (tmp_path / "out" / "grid" / ".submitit").iterdir()) == jobs_before
+
+
+def _usr2(jid: str) -> None:
+    slurm("scancel", "--signal=USR2", jid)
+
+
+def _requeue(jid: str) -> None:
+    slurm("scontrol", "requeue", jid)
+
+
+def _preempt(jid: str) -> None:
+    cpus = slurm("sinfo", "-h", "-o", "%c").split()[0]
+    slurm(
+        "sbatch", "-p", "urgent", f"--cpus-per-task={cpus}", "--mem=100M", "-o", "/dev/null", "--wrap=sleep 1"
+    )
+
+
+@needs_cluster
+@pytest.mark.parametrize("interrupt", [_usr2, _requeue, _preempt], ids=["SIGUSR2", "requeue", "preemption"])
+def test_interrupted_job_requeues_resumes_and_equals_an_uninterrupted_run(interrupt, tmp_path, reference):
+    proc = launch(
+        ["name=sig", "+loss=dice", "+data=synthetic", *LONG, "hydra.launcher.timeout_min=10"], tmp_path
+    )
+    run_dir = wait_for_checkpoint(tmp_path, proc)
+    jid = job_id(run_dir)
+    interrupt(jid)
+    code, out = finish(proc)
+    assert code == 0, out[-3000:] + job_log(tmp_path, jid)[-3000:]
+    assert "1 completed" in out
+    rec = records(tmp_path / "out")[run_dir.name]
+    assert rec["status"] == "completed"
+    log = job_log(tmp_path, jid)
+    assert log.count("resumed at step") == 1, log[-3000:]
+    assert restarts(jid) == 1
+    assert rec["metrics"] == reference["metrics"]
+    assert [h["train/loss"] for h in rec["history"]["train"]] == [
+        h["train/loss"] for h in reference["history"]["train"]
+    ]
+
+
+@needs_cluster
+def test_exhausted_requeues_end_failed_and_fail_the_sweep(tmp_path):
+    # a 2-minute job warned 90 s before its limit: any SIGUSR2 is a time-limit one; none may requeue
+    limits = [
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=90",
+        "hydra.launcher.max_num_timeout=0",
+    ]
+    proc = launch(["name=exhausted", "+loss=dice", "+data=synthetic", *LONG, *limits], tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path, proc)
+    jid = job_id(run_dir)
+    _usr2(jid)
+    code, out = finish(proc)
+    rec = records(tmp_path / "out")[run_dir.name]
+    assert rec["status"] == "failed", rec.get("error")
+    assert rec["error"].startswith("requeues exhausted") and "max_num_timeout=0" in rec["error"]
+    assert code != 0 and "1 failed" in out, out[-3000:]
+    assert restarts(jid) == 0
