@@ -281,7 +281,7 @@ def queue_watcher(delay_s: int = 30):
                 self.use_sacct = probe == 0
                 if not self.use_sacct:
                     log.warning(
-                        "sacct is not available on this cluster (no accounting); following jobs with squeue"
+                        "sacct does not work on this cluster (no accounting?): following jobs with squeue"
                     )
             if self.use_sacct:
                 return super().update()

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,8 @@ def cluster_problem() -> str | None:
 
 
 _problem = cluster_problem()
+if _problem and os.environ.get("SEGLOSS_REQUIRE_SLURM"):  # CI: a cluster that is not up is an error
+    raise RuntimeError(f"SEGLOSS_REQUIRE_SLURM is set but {_problem}")
 
 
 def needs_cluster(test):
@@ -99,16 +102,22 @@ def restarts(jid: str) -> int:
     return int(re.search(r"Restarts=(\d+)", slurm("scontrol", "show", "job", jid))[1])
 
 
-def wait_for_checkpoint(tmp: Path, proc: subprocess.Popen, timeout: int = 240) -> Path:
-    """The run dir once training has written a checkpoint (the job is mid-training)."""
-    t0 = time.time()
-    while True:
-        found = list((tmp / "out").rglob("checkpoints/last.pt"))
-        if found and (found[0].parents[1] / ".hydra" / "hydra.yaml").exists():
-            return found[0].parents[1]
-        assert proc.poll() is None, proc.communicate()[0][-3000:]
+def interrupt_mid_training(cases: dict[Path, tuple[subprocess.Popen, Callable]], timeout: int = 240):
+    """For each ``{tmp: (launcher, interrupt)}``: ``interrupt(job id)`` once its run wrote a checkpoint.
+
+    Returns ``{tmp: (run dir, job id)}``."""
+    t0, found = time.time(), {}
+    while len(found) < len(cases):
+        for tmp, (proc, interrupt) in cases.items():
+            ckpts = [] if tmp in found else list((tmp / "out").rglob("checkpoints/last.pt"))
+            if ckpts and (ckpts[0].parents[1] / ".hydra" / "hydra.yaml").exists():
+                run_dir = ckpts[0].parents[1]
+                interrupt(job_id(run_dir))
+                found[tmp] = run_dir, job_id(run_dir)
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
         assert time.time() - t0 < timeout, "no checkpoint written"
         time.sleep(0.1)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -174,27 +183,41 @@ def _preempt(jid: str) -> None:
     )
 
 
-@needs_cluster
-@pytest.mark.parametrize("interrupt", [_usr2, _requeue, _preempt], ids=["SIGUSR2", "requeue", "preemption"])
-def test_interrupted_job_requeues_resumes_and_equals_an_uninterrupted_run(interrupt, tmp_path, reference):
-    proc = launch(
-        ["name=sig", "+loss=dice", "+data=synthetic", *LONG, "hydra.launcher.timeout_min=10"], tmp_path
-    )
-    run_dir = wait_for_checkpoint(tmp_path, proc)
-    jid = job_id(run_dir)
-    interrupt(jid)
+def assert_resumed_once_to_the_reference(tmp, proc, run_dir, jid, reference):
     code, out = finish(proc)
-    assert code == 0, out[-3000:] + job_log(tmp_path, jid)[-3000:]
+    assert code == 0, out[-3000:] + job_log(tmp, jid)[-3000:]
     assert "1 completed" in out
-    rec = records(tmp_path / "out")[run_dir.name]
+    rec = records(tmp / "out")[run_dir.name]
     assert rec["status"] == "completed"
-    log = job_log(tmp_path, jid)
+    log = job_log(tmp, jid)
     assert log.count("resumed at step") == 1, log[-3000:]
     assert restarts(jid) == 1
     assert rec["metrics"] == reference["metrics"]
     assert [h["train/loss"] for h in rec["history"]["train"]] == [
         h["train/loss"] for h in reference["history"]["train"]
     ]
+
+
+SIGNALLED = ["name=sig", "+loss=dice", "+data=synthetic", *LONG, "hydra.launcher.timeout_min=10"]
+
+
+@needs_cluster
+def test_sigusr2_and_scontrol_requeue_each_requeue_once_and_equal_an_uninterrupted_run(tmp_path, reference):
+    # the two cases side by side (1 CPU each), to keep the SLURM tests short
+    cases = {
+        tmp_path / k: (launch(SIGNALLED, tmp_path / k), f)
+        for k, f in [("usr2", _usr2), ("requeue", _requeue)]
+    }
+    found = interrupt_mid_training(cases)
+    for tmp, (proc, _) in cases.items():
+        assert_resumed_once_to_the_reference(tmp, proc, *found[tmp], reference)
+
+
+@needs_cluster
+def test_preempted_job_requeues_once_and_equals_an_uninterrupted_run(tmp_path, reference):
+    proc = launch(SIGNALLED, tmp_path)
+    ((run_dir, jid),) = interrupt_mid_training({tmp_path: (proc, _preempt)}).values()
+    assert_resumed_once_to_the_reference(tmp_path, proc, run_dir, jid, reference)
 
 
 @needs_cluster
@@ -206,12 +229,52 @@ def test_exhausted_requeues_end_failed_and_fail_the_sweep(tmp_path):
         "hydra.launcher.max_num_timeout=0",
     ]
     proc = launch(["name=exhausted", "+loss=dice", "+data=synthetic", *LONG, *limits], tmp_path)
-    run_dir = wait_for_checkpoint(tmp_path, proc)
-    jid = job_id(run_dir)
-    _usr2(jid)
+    ((run_dir, jid),) = interrupt_mid_training({tmp_path: (proc, _usr2)}).values()
     code, out = finish(proc)
     rec = records(tmp_path / "out")[run_dir.name]
     assert rec["status"] == "failed", rec.get("error")
     assert rec["error"].startswith("requeues exhausted") and "max_num_timeout=0" in rec["error"]
     assert code != 0 and "1 failed" in out, out[-3000:]
     assert restarts(jid) == 0
+
+
+def fake_tool(folder: Path, name: str, script: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+
+
+def test_without_accounting_jobs_are_followed_with_squeue_and_one_warning(tmp_path, monkeypatch, caplog):
+    from bench.launcher import queue_watcher
+
+    fake_tool(tmp_path, "sacct", 'echo "Slurm accounting storage is disabled" >&2; exit 1')
+    fake_tool(tmp_path, "squeue", 'printf "7_0|RUNNING\\n7_1|PENDING\\n8|COMPLETING\\n99|RUNNING\\n"')
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    watcher = queue_watcher(delay_s=0)
+    for jid in ("7_0", "7_1", "7_2", "8"):
+        watcher.register_job(jid)
+    with caplog.at_level("WARNING"):
+        watcher.update()
+        watcher.update()
+    assert [r.getMessage() for r in caplog.records].count(
+        "sacct does not work on this cluster (no accounting?): following jobs with squeue"
+    ) == 1
+    states = {j: watcher.get_state(j, mode="cache") for j in ("7_0", "7_1", "7_2", "8")}
+    assert states == {"7_0": "RUNNING", "7_1": "PENDING", "7_2": "GONE", "8": "COMPLETING"}
+    assert [watcher.is_done(j, mode="cache") for j in states] == [False, False, True, False]
+    # slurmctld not answering: the last states stand (a job is never declared gone on a failed call)
+    fake_tool(tmp_path, "squeue", "exit 1")
+    watcher.update()
+    assert watcher.get_state("7_0", mode="cache") == "RUNNING"
+
+
+@pytest.mark.parametrize(
+    ("printed", "seconds"),
+    [("1-02:03:04", 93784.0), ("2:03:04", 7384.0), ("3:04", 184.0), ("UNLIMITED", None), ("", None)],
+)
+def test_time_left_is_read_from_squeue(printed, seconds, tmp_path, monkeypatch):
+    from bench.launcher import seconds_left
+
+    fake_tool(tmp_path, "squeue", f'echo "{printed}"')
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert seconds_left("12") == seconds
