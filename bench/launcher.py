@@ -96,6 +96,8 @@ class SlurmLauncher(BaseSubmititLauncher):
             return ret
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
         signum = signal.Signals(error.signum)
+        if env.global_rank != 0:  # several tasks per job: task 0 decides for the job
+            raise SystemExit(1)
         if signum == signal.SIGTERM:  # scontrol requeue / preemption: SLURM requeues the job itself
             print(f"[bench] {run_dir.name}: {signum.name}; exiting for SLURM to requeue", file=sys.stderr)
             raise SystemExit(1)  # no result: the launcher waits for the requeued job
@@ -201,11 +203,11 @@ class SlurmLauncher(BaseSubmititLauncher):
         """The job's JobReturn; a job gone without a result is reported and its run marked failed."""
         try:
             return job.results()[0]
-        except Exception as e:  # UncompletedJobError/FailedJobError: no result pickle
+        except Exception:  # UncompletedJobError/FailedJobError: no result pickle
             state = job.watcher.get_state(job.job_id, mode="cache")
             error = (
-                f"SLURM job {job.job_id} ended ({state}) without a result; see {job.paths.stderr}: "
-                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+                f"SLURM job {job.job_id} ended ({state}) without a result (see {job.paths.stderr}); "
+                "re-launch with retry_failed=true to resume it"
             )
             log.warning(f"{run_name}: {error}")
             run_dir = Path(str(self.config.hydra.sweep.dir)) / run_name

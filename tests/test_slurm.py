@@ -278,3 +278,18 @@ def test_time_left_is_read_from_squeue(printed, seconds, tmp_path, monkeypatch):
     fake_tool(tmp_path, "squeue", f'echo "{printed}"')
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     assert seconds_left("12") == seconds
+
+
+def test_torch_threads_follow_the_jobs_cpus(monkeypatch):
+    import torch
+
+    from bench.__main__ import cap_threads
+
+    before = torch.get_num_threads()
+    try:
+        for cpus in (1, 3):
+            monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(cpus))
+            cap_threads()
+            assert torch.get_num_threads() == cpus
+    finally:
+        torch.set_num_threads(before)
