@@ -99,7 +99,7 @@ class SlurmLauncher(BaseSubmititLauncher):
         if env.global_rank != 0:  # several tasks per job: task 0 decides for the job
             raise SystemExit(1)
         if signum == signal.SIGTERM:  # scontrol requeue / preemption: SLURM requeues the job itself
-            print(f"[bench] {run_dir.name}: {signum.name}; exiting for SLURM to requeue", file=sys.stderr)
+            print(f"[bench] {run_dir.name}: {signum.name}; exiting (SLURM requeues the job)", file=sys.stderr)
             raise SystemExit(1)  # no result: the launcher waits for the requeued job
         delayed = submitit.helpers.DelayedSubmission.load(env.paths.submitted_pickle)
         left = seconds_left(env.job_id)  # None: unlimited or unknown, not a timeout
@@ -109,8 +109,9 @@ class SlurmLauncher(BaseSubmititLauncher):
             max_num = self.params.get("max_num_timeout", 0)
             mark_failed(
                 run_dir,
-                f"requeues exhausted: {error} near the time limit after max_num_timeout={max_num} "
-                "requeues; raise hydra.launcher.timeout_min or max_num_timeout and re-launch to resume",
+                f"requeues exhausted: {signum.name} near the time limit at step {error.step} after "
+                f"max_num_timeout={max_num} requeues; the checkpoint is kept: re-launch with "
+                "retry_failed=true and a larger hydra.launcher.timeout_min or max_num_timeout to resume",
             )
             print(f"[bench] {run_dir.name}: requeues exhausted; marked failed", file=sys.stderr)
             return JobReturn(

@@ -57,8 +57,8 @@ def needs_cluster(test):
     return pytest.mark.slurm(pytest.mark.slow(skip(test)))
 
 
-def slurm(*args: str) -> str:
-    return subprocess.run(args, capture_output=True, text=True, env=slurm_env(), check=True).stdout
+def slurm(*args: str, check: bool = True) -> str:
+    return subprocess.run(args, capture_output=True, text=True, env=slurm_env(), check=check).stdout
 
 
 def launch(args: list[str], tmp: Path) -> subprocess.Popen:
@@ -102,7 +102,7 @@ def restarts(jid: str) -> int:
     return int(re.search(r"Restarts=(\d+)", slurm("scontrol", "show", "job", jid))[1])
 
 
-def interrupt_mid_training(cases: dict[Path, tuple[subprocess.Popen, Callable]], timeout: int = 240):
+def interrupt_mid_training(cases: dict[Path, tuple[subprocess.Popen, Callable]], timeout: int = 400):
     """For each ``{tmp: (launcher, interrupt)}``: ``interrupt(job id)`` once its run wrote a checkpoint.
 
     Returns ``{tmp: (run dir, job id)}``."""
@@ -168,6 +168,10 @@ def test_2x2_sweep_on_the_cpu_profile_then_relaunch_submits_nothing(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "grid" / ".submitit").iterdir()) == jobs_before
 
 
+def _usr1(jid: str) -> None:
+    slurm("scancel", "--signal=USR1", jid)
+
+
 def _usr2(jid: str) -> None:
     slurm("scancel", "--signal=USR2", jid)
 
@@ -202,11 +206,13 @@ SIGNALLED = ["name=sig", "+loss=dice", "+data=synthetic", *LONG, "hydra.launcher
 
 
 @needs_cluster
-def test_sigusr2_and_scontrol_requeue_each_requeue_once_and_equal_an_uninterrupted_run(tmp_path, reference):
-    # the two cases side by side (1 CPU each), to keep the SLURM tests short
+def test_sigusr1_sigusr2_and_scontrol_requeue_each_requeue_once_and_equal_an_uninterrupted_run(
+    tmp_path, reference
+):
+    # the three cases side by side (1 CPU each), to keep the SLURM tests short
     cases = {
-        tmp_path / k: (launch(SIGNALLED, tmp_path / k), f)
-        for k, f in [("usr2", _usr2), ("requeue", _requeue)]
+        tmp_path / key: (launch(SIGNALLED, tmp_path / key), interrupt)
+        for key, interrupt in [("usr1", _usr1), ("usr2", _usr2), ("requeue", _requeue)]
     }
     found = interrupt_mid_training(cases)
     for tmp, (proc, _) in cases.items():
@@ -220,22 +226,43 @@ def test_preempted_job_requeues_once_and_equals_an_uninterrupted_run(tmp_path, r
     assert_resumed_once_to_the_reference(tmp_path, proc, run_dir, jid, reference)
 
 
+def _kill_task(jid: str) -> None:
+    """kill -9 of the job's Python task (as the OOM killer or a node problem would)."""
+    for line in slurm("scontrol", "listpids", jid).splitlines()[1:]:
+        pid = int(line.split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"submitit.core._submit" in cmdline and b"srun" not in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            return
+    raise AssertionError(f"no Python task found in job {jid}")
+
+
 @needs_cluster
-def test_exhausted_requeues_end_failed_and_fail_the_sweep(tmp_path):
-    # a 2-minute job warned 90 s before its limit: any SIGUSR2 is a time-limit one; none may requeue
-    limits = [
-        "hydra.launcher.timeout_min=2",
-        "hydra.launcher.signal_delay_s=90",
-        "hydra.launcher.max_num_timeout=0",
-    ]
-    proc = launch(["name=exhausted", "+loss=dice", "+data=synthetic", *LONG, *limits], tmp_path)
-    ((run_dir, jid),) = interrupt_mid_training({tmp_path: (proc, _usr2)}).values()
-    code, out = finish(proc)
-    rec = records(tmp_path / "out")[run_dir.name]
-    assert rec["status"] == "failed", rec.get("error")
-    assert rec["error"].startswith("requeues exhausted") and "max_num_timeout=0" in rec["error"]
-    assert code != 0 and "1 failed" in out, out[-3000:]
-    assert restarts(jid) == 0
+def test_exhausted_requeues_and_a_killed_job_end_failed_and_fail_their_sweeps(tmp_path):
+    # a 2-minute job warned 90 s before its limit: any SIGUSR2 is a time-limit one, and none may
+    # requeue; side by side (1 CPU each), a job whose Python task is killed must not hang the launcher
+    limits = [f"hydra.launcher.{k}" for k in ("timeout_min=2", "signal_delay_s=90", "max_num_timeout=0")]
+    args = ["name=fail", "+loss=dice", "+data=synthetic", *LONG]
+    cases = {
+        # (SLURM's own SIGUSR2 may have come first: then the job is already over)
+        tmp_path / "exhausted": (
+            launch([*args, *limits], tmp_path / "exhausted"),
+            lambda jid: slurm("scancel", "--signal=USR2", jid, check=False),
+        ),
+        tmp_path / "killed": (launch(args, tmp_path / "killed"), _kill_task),
+    }
+    found = interrupt_mid_training(cases)
+    for tmp, (proc, _) in cases.items():
+        code, out = finish(proc)
+        run_dir, jid = found[tmp]
+        rec = records(tmp / "out")[run_dir.name]
+        assert rec["status"] == "failed", rec.get("error")
+        assert code != 0 and "1 failed" in out, out[-3000:]
+        if tmp.name == "exhausted":
+            assert rec["error"].startswith("requeues exhausted") and "max_num_timeout=0" in rec["error"]
+            assert restarts(jid) == 0
+        else:
+            assert f"SLURM job {jid} ended" in rec["error"] and "without a result" in rec["error"]
 
 
 def fake_tool(folder: Path, name: str, script: str) -> None:
