@@ -6,7 +6,8 @@
 #           host's CPUs and memory, starts munged, slurmctld and slurmd under $SEGLOSS_SLURM_DIR
 #           (default /tmp/segloss-slurm; no init system, no cgroups, no accounting) and waits for the
 #           node to be idle. Does nothing when the cluster already runs.
-#   stop    cancels the cluster's jobs, then ends exactly the daemons `start` started (their pid files).
+#   stop    cancels the cluster's jobs, ends exactly the daemons `start` started (their pid files) and
+#           removes slurm.conf (the state, logs and munge key stay for the next start).
 #   status  the daemons and `sinfo`; exit 1 when the cluster is not up.
 #   env     prints `export SLURM_CONF=...`: eval "$(scripts/local_slurm.sh env)" before sbatch/squeue.
 #
@@ -152,6 +153,7 @@ stop() {
             say "stopped $d ($pid)"
         fi
     done
+    rm -f "$CONF"  # clients find no cluster (instead of retrying a stopped controller); start rewrites it
 }
 
 status() {

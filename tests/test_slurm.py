@@ -39,9 +39,14 @@ def slurm_env() -> dict[str, str]:
 def cluster_problem() -> str | None:
     if shutil.which("sbatch") is None:
         return "sbatch not found (start a local cluster: scripts/local_slurm.sh start)"
-    out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, env=slurm_env())
+    try:  # (sinfo retries for ~10 s when a configured controller is down)
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, env=slurm_env(), timeout=5
+        )
+    except subprocess.TimeoutExpired:
+        return "no SLURM controller answers within 5 s; scripts/local_slurm.sh start"
     if out.returncode:
-        return f"no SLURM controller answers ({out.stderr.strip()[:200]}); scripts/local_slurm.sh start"
+        return f"no SLURM controller answers ({(out.stderr.strip().splitlines() or ['?'])[-1][:200]}); scripts/local_slurm.sh start"
     if "urgent" not in out.stdout.split():
         return "not the local test cluster of scripts/local_slurm.sh (no 'urgent' partition)"
     return None
