@@ -46,7 +46,8 @@ def cluster_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return "no SLURM controller answers within 5 s; scripts/local_slurm.sh start"
     if out.returncode:
-        return f"no SLURM controller answers ({(out.stderr.strip().splitlines() or ['?'])[-1][:200]}); scripts/local_slurm.sh start"
+        last = (out.stderr.strip().splitlines() or ["?"])[-1][:200]
+        return f"no SLURM controller answers ({last}); scripts/local_slurm.sh start"
     if "urgent" not in out.stdout.split():
         return "not the local test cluster of scripts/local_slurm.sh (no 'urgent' partition)"
     return None
