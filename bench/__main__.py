@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import traceback
@@ -62,6 +63,8 @@ def main(cfg: DictConfig) -> dict | None:
     from .run import run
     from .train import Interrupted
 
+    cap_threads()
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
@@ -72,6 +75,15 @@ def main(cfg: DictConfig) -> dict | None:
         # fault isolation: the failure is in the run's record; the sweep goes on (summary at the end)
         traceback.print_exc()
         return None
+
+
+def cap_threads() -> None:
+    """Under SLURM, as many torch threads as the job's CPUs (results depend on the thread count)."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit():
+        import torch
+
+        torch.set_num_threads(int(cpus))
 
 
 def cli() -> None:

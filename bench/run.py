@@ -46,21 +46,25 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def skip_reason(cfg: DictConfig, previous: dict | None, run_dir: Path) -> str | None:
+    """Why the run in ``run_dir`` is not run again (its record), or None; the SLURM launcher asks too."""
+    status = (previous or {}).get("status")
+    if status == "completed" and not cfg.force:
+        return f"already completed in {run_dir}; skipping (force=true re-runs it)"
+    if status == "failed" and not (cfg.force or cfg.retry_failed):
+        return f"failed before ({previous.get('error')}); skipping (retry_failed=true re-runs it)"
+    return None
+
+
 def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
     """Execute the run described by ``cfg`` in ``run_dir``; returns its final record."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in run_dir.rglob(f".*{TMP}"):  # left by a writer killed mid-write; never read
         stale.unlink(missing_ok=True)
     previous = read_record(run_dir)
-    status = (previous or {}).get("status")
-    if status == "completed" and not cfg.force:
-        print(f"[bench] {run_name}: already completed in {run_dir}; skipping (force=true re-runs it)")
-        return previous
-    if status == "failed" and not (cfg.force or cfg.retry_failed):
-        print(
-            f"[bench] {run_name}: failed before ({previous.get('error')}); skipping "
-            "(retry_failed=true re-runs it)"
-        )
+    message = skip_reason(cfg, previous, run_dir)
+    if message is not None:
+        print(f"[bench] {run_name}: {message}")
         return previous
     rank = distributed.setup(resolve_device_type(cfg.trainer.device))
     try:

@@ -38,7 +38,10 @@ class NonFiniteLoss(RuntimeError):
 
     def __init__(self, step: int, loss_name: str) -> None:
         super().__init__(f"loss {loss_name!r} became non-finite (NaN/inf) at step {step}")
-        self.step = step
+        self.step, self.loss_name = step, loss_name
+
+    def __reduce__(self):  # picklable across processes (submitit results): rebuild from the arguments
+        return type(self), (self.step, self.loss_name)
 
 
 class Interrupted(RuntimeError):
@@ -51,6 +54,9 @@ class Interrupted(RuntimeError):
         super().__init__(f"interrupted by signal {signal.Signals(signum).name} at step {step}; resumable")
         self.step, self.signum = step, signum
         self.chain = chain if callable(chain) else None
+
+    def __reduce__(self):  # picklable across processes; the handler to chain stays in this process
+        return type(self), (self.step, self.signum)
 
 
 class DrawSampler(Sampler[int]):
