@@ -4,7 +4,8 @@ Exact resume: the data order is a pure function of ``(seed, draw position)`` (:c
 and each draw's augmentation is seeded by its draw number (``datasets.base``), so restoring the
 step, model, optimiser, scheduler, loss parameters and RNG states from the checkpoint continues the
 run exactly as if it had not stopped. Checkpoints are written atomically every ``ckpt_every`` steps,
-at the end, and when SIGTERM/SIGUSR1 (SLURM's warning signal) arrives.
+at the end, and when SIGTERM/SIGINT (Ctrl-C)/SIGUSR1 (SLURM's warning signal) arrives; a second
+SIGINT aborts at once. Each checkpoint holds the run's ``fingerprint`` (``bench.identity``).
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ class Trainer:
         device: torch.device,
         seed: int,
         ckpt_dir: Path,
+        fingerprint: str | None = None,
         num_workers: int = 0,
         evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
         log: Callable[[dict[str, float], int], None] = lambda values, step: None,
@@ -191,7 +193,7 @@ class Trainer:
         self.train_set, self.num_workers = train_set, num_workers
         self.evaluate, self.log = evaluate, log
         self.rank, self.world = rank, world
-        self.ckpt_dir = ckpt_dir
+        self.ckpt_dir, self.fingerprint = ckpt_dir, fingerprint
         self.channels_last = bool(cfg.get("channels_last", True))
         self.amp = bool(cfg.get("amp", True)) and device.type == "cuda"
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else None)
@@ -216,6 +218,7 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
+            "fingerprint": self.fingerprint,
             "step": self.step,
             "best": self.best,
             "model": self.model.state_dict(),
@@ -269,12 +272,16 @@ class Trainer:
         return iter(loader)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self._signal is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the last checkpoint stays valid)
         self._signal = signum
 
     @contextlib.contextmanager
     def _signals(self):
-        """Catch SIGTERM (preemption, torchrun), SIGUSR1 (sbatch --signal) and SIGUSR2 (submitit)."""
-        handled = [getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, n)]
+        """Catch SIGTERM (preemption, torchrun), SIGINT (Ctrl-C), SIGUSR1 (sbatch --signal) and
+        SIGUSR2 (submitit)."""
+        names = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+        handled = [getattr(signal, n) for n in names if hasattr(signal, n)]
         try:
             self._previous = {s: signal.signal(s, self._on_signal) for s in handled}
         except ValueError:  # not the main thread: leave signals alone
@@ -323,7 +330,7 @@ class Trainer:
         """Train from ``self.step`` to ``max_steps`` (evaluating and checkpointing on the way).
 
         Raises :class:`NonFiniteLoss` (with the first bad step) and, after writing a checkpoint,
-        :class:`Interrupted` when SIGTERM/SIGUSR1/SIGUSR2 arrived (checked at log steps, so all ranks
+        :class:`Interrupted` when SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived (checked at log steps, so all ranks
         stop at the same step)."""
         log_every = max(1, int(self.cfg.get("log_every", 20)))
         eval_every = int(self.cfg.get("eval_every", 0) or 0)
@@ -365,7 +372,10 @@ class Trainer:
                     count, t0 = 0, time.perf_counter()
                     if signalled:
                         self.save()
-                        raise Interrupted(self.step, self._signal, self._previous.get(self._signal))
+                        chain = self._previous.get(self._signal)
+                        if chain is signal.default_int_handler:  # Python's Ctrl-C: nothing to pass on
+                            chain = None
+                        raise Interrupted(self.step, self._signal, chain)
                 if self.evaluate is not None and eval_every and self.step % eval_every == 0 and not last:
                     self._periodic_eval()
                 if (ckpt_every and self.step % ckpt_every == 0) or last:
@@ -385,5 +395,6 @@ class Trainer:
             if self.rank == 0:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 save_checkpoint(
-                    self.ckpt_dir / "best.pt", {"step": self.step, "model": self.model.state_dict()}
+                    self.ckpt_dir / "best.pt",
+                    {"fingerprint": self.fingerprint, "step": self.step, "model": self.model.state_dict()},
                 )
