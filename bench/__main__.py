@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import traceback
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 from .callbacks import write_outcome
 from .identity import mask_text
 from .naming import register_resolvers
+from .record import TMP
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 APPENDED = ("loss", "data")
@@ -75,6 +77,9 @@ def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    # Hydra saved the overrides and configs as given: mask secret values there too
+    saved = [*(run_dir / str(hc.output_subdir)).glob("*.yaml")] if hc.output_subdir else []
+    mask_files([*saved, Path(hc.sweep.dir) / "multirun.yaml"] if multirun else saved)
     started, record = now(), None
     try:
         record = run(cfg, run_dir, run_dir.name)
@@ -104,6 +109,20 @@ def main(cfg: DictConfig) -> dict | None:
     if multirun:
         write_outcome(Path(hc.sweep.dir), run_dir.name, result)
     return record
+
+
+def mask_files(paths: list[Path]) -> None:
+    """Rewrite text files whose content shows a secret-looking ``key=value``/``key: value`` pair."""
+    for path in paths:
+        try:
+            text = path.read_text()
+        except (FileNotFoundError, UnicodeDecodeError):
+            continue
+        masked = mask_text(text)
+        if masked != text:
+            tmp = path.with_name(f".{path.name}.masked{TMP}")
+            tmp.write_text(masked)
+            os.replace(tmp, path)
 
 
 def mask_logs() -> None:

@@ -63,7 +63,8 @@ def mask_text(text: str) -> str:
 
 
 _SECRET_PAIR = re.compile(
-    r"((?<![\w.])[+~]*[\w.]*(?:" + "|".join(SECRET_PARTS) + r")\w*['\"]?\s*[=:]\s*['\"]?)([^\s,'\"}\]]+)",
+    r"((?<![\w.])[+~]*[\w.]*(?:" + "|".join(SECRET_PARTS) + r")\w*['\"]?\s*[=:]\s*)"
+    r"(\"[^\"]*\"|'[^']*'|\[[^\]]*\]|\{[^}]*\}|[^\s,'\"}\]]+)",
     re.IGNORECASE,
 )
 
