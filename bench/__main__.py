@@ -77,6 +77,7 @@ def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    sys.argv[:] = [mask_text(a) for a in sys.argv]  # Hydra has parsed them; W&B records the command line
     # Hydra saved the overrides and configs as given: mask secret values there too
     saved = [*(run_dir / str(hc.output_subdir)).glob("*.yaml")] if hc.output_subdir else []
     mask_files([*saved, Path(hc.sweep.dir) / "multirun.yaml"] if multirun else saved)
