@@ -213,6 +213,7 @@ class Trainer:
         self.step, self.best = 0, -math.inf
         self.history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
         self._signal: int | None = None
+        self._saving = self._abort = False
         self._previous: dict[int, Any] = {}
 
     # -- state ---------------------------------------------------------------------------------
@@ -240,7 +241,8 @@ class Trainer:
     def save(self, name: str = "last.pt") -> None:
         if self.rank == 0:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+            with self._uninterrupted():
+                save_checkpoint(self.ckpt_dir / name, self.state_dict())
 
     def resume(self) -> bool:
         """Restore ``last.pt`` if present; True when a checkpoint was loaded."""
@@ -272,9 +274,23 @@ class Trainer:
         return iter(loader)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self._signal is not None:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the last checkpoint stays valid)
+        if signum == signal.SIGINT and self._signal is not None:  # a second Ctrl-C: stop now
+            if self._saving:
+                self._abort = True  # once the checkpoint being written is complete
+                return
+            raise KeyboardInterrupt
         self._signal = signum
+
+    @contextlib.contextmanager
+    def _uninterrupted(self):
+        """A checkpoint write that a second Ctrl-C does not cut (it aborts right after)."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._abort:
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def _signals(self):
@@ -394,7 +410,7 @@ class Trainer:
             self.best = value
             if self.rank == 0:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                save_checkpoint(
-                    self.ckpt_dir / "best.pt",
-                    {"fingerprint": self.fingerprint, "step": self.step, "model": self.model.state_dict()},
-                )
+                best = {"fingerprint": self.fingerprint, "step": self.step}
+                best["model"] = self.model.state_dict()
+                with self._uninterrupted():
+                    save_checkpoint(self.ckpt_dir / "best.pt", best)
