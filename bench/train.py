@@ -214,6 +214,9 @@ class Trainer:
         self.history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
         self._signal: int | None = None
         self._saving = self._abort = False
+        # loss sum and count of the steps since the last log step: checkpointed, so that a run resumed
+        # between two log steps logs the same mean loss as an uninterrupted one
+        self._partial: tuple[Any, int] = (0.0, 0)
         self._previous: dict[int, Any] = {}
 
     # -- state ---------------------------------------------------------------------------------
@@ -228,6 +231,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "history": self.history,
+            "partial": [float(self._partial[0]), int(self._partial[1])],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -237,6 +241,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.step, self.best, self.history = state["step"], state["best"], state["history"]
+        self._partial = tuple(state.get("partial", (0.0, 0)))
 
     def save(self, name: str = "last.pt") -> None:
         if self.rank == 0:
@@ -346,16 +351,16 @@ class Trainer:
         """Train from ``self.step`` to ``max_steps`` (evaluating and checkpointing on the way).
 
         Raises :class:`NonFiniteLoss` (with the first bad step) and, after writing a checkpoint,
-        :class:`Interrupted` when SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived (checked at log steps, so all ranks
-        stop at the same step)."""
+        :class:`Interrupted` when SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived (checked at log steps, so all
+        ranks stop at the same step)."""
         log_every = max(1, int(self.cfg.get("log_every", 20)))
         eval_every = int(self.cfg.get("eval_every", 0) or 0)
         ckpt_every = int(self.cfg.get("ckpt_every", 0) or 0)
         self.model.train()
         batches = self._loader()
-        total = torch.zeros((), device=self.device)
+        total = torch.full((), float(self._partial[0]), device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        count, t0 = 0, time.perf_counter()
+        count, t0 = int(self._partial[1]), time.perf_counter()
         bar = None
         if self.cfg.get("progress_bar", True) and self.rank == 0:
             from tqdm import tqdm
@@ -387,6 +392,7 @@ class Trainer:
                     total.zero_()
                     count, t0 = 0, time.perf_counter()
                     if signalled:
+                        self._partial = (0.0, 0)
                         self.save()
                         chain = self._previous.get(self._signal)
                         if chain is signal.default_int_handler:  # Python's Ctrl-C: nothing to pass on
@@ -395,6 +401,7 @@ class Trainer:
                 if self.evaluate is not None and eval_every and self.step % eval_every == 0 and not last:
                     self._periodic_eval()
                 if (ckpt_every and self.step % ckpt_every == 0) or last:
+                    self._partial = (total, count)
                     self.save()
         if bar is not None:
             bar.close()
