@@ -77,6 +77,13 @@ class DrawSampler(Sampler[int]):
             pos += self.world
 
 
+def _worker_init(worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C: a terminal sends SIGINT to the whole process group, and the main
+    process handles it (checkpoint at the next log step, then stop) while its workers keep serving."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_init(worker_id)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -274,7 +281,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             drop_last=True,
             prefetch_factor=4 if self.num_workers else None,
-            worker_init_fn=worker_init,
+            worker_init_fn=_worker_init,
         )
         return iter(loader)
 

@@ -59,7 +59,7 @@ def records(folder: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in folder.rglob("record.json")}
 
 
-def bench_popen(args: list[str], tmp: Path, env: dict | None = None) -> subprocess.Popen:
+def bench_popen(args: list[str], tmp: Path, env: dict | None = None, **popen) -> subprocess.Popen:
     """Start ``python -m bench ARGS`` in the background (outputs under ``tmp``), output piped."""
     environ = {
         **os.environ,
@@ -76,4 +76,5 @@ def bench_popen(args: list[str], tmp: Path, env: dict | None = None) -> subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        **popen,
     )

@@ -4,6 +4,7 @@ sweep exit status, cleanup and names (the reproductions of issue 10)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -110,6 +111,17 @@ def test_a_second_sigint_aborts_at_once_and_the_run_stays_resumable(tmp_path):
     rec = json.loads((run_dir / "record.json").read_text())
     assert rec["status"] == "interrupted" and "SIGINT" in rec["error"]
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] < 40
+
+
+def test_ctrl_c_to_the_process_group_with_loader_workers_interrupts_the_run(tmp_path):
+    args = ["+loss=ce", "+data=synthetic", *LONG, "data.num_workers=1"]
+    proc = bench_popen(args, tmp_path, start_new_session=True)  # its own group, as a terminal job
+    run_dir = wait_for_checkpoint(tmp_path / "out", proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the main process and its workers
+    out, _ = proc.communicate(timeout=120)
+    rec = json.loads((run_dir / "record.json").read_text())
+    assert proc.returncode != 0 and rec["status"] == "interrupted", out[-3000:]
+    assert "SIGINT" in rec["error"] and load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] < 40
 
 
 def test_a_sweep_whose_jobs_write_no_record_exits_non_zero_listing_each(tmp_path):
