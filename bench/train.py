@@ -257,10 +257,16 @@ class Trainer:
                 save_checkpoint(self.ckpt_dir / name, self.state_dict())
 
     def resume(self) -> bool:
-        """Restore ``last.pt`` if present; True when a checkpoint was loaded."""
+        """Restore ``last.pt`` if present; True when a checkpoint was loaded. A checkpoint of another
+        run (another fingerprint) is never loaded: ValueError."""
         state = load_checkpoint(self.ckpt_dir / "last.pt")
         if state is None:
             return False
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"{self.ckpt_dir / 'last.pt'} is a checkpoint of run {state.get('fingerprint')}, "
+                f"not of {self.fingerprint}"
+            )
         self.load_state_dict(state)
         return True
 
