@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .callbacks import write_outcome
+from .identity import mask_text
 from .naming import register_resolvers
+from .record import TMP
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 APPENDED = ("loss", "data")
@@ -49,6 +54,15 @@ def check_argv(argv: list[str]) -> str | None:
     return None
 
 
+def outcome(record: dict[str, Any], started: str) -> dict[str, Any]:
+    """What a sweep job reports to the sweep summary (``bench.callbacks``)."""
+    earlier = str(record.get("updated", "")) < started
+    reason = record.get("error")
+    if earlier and record.get("status") == "failed":
+        reason = f"{reason} (failed in an earlier launch; retry_failed=true re-runs it)"
+    return {"status": record.get("status") or "no record", "reason": reason, "skipped": earlier}
+
+
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     missing = [g for g in APPENDED if g not in cfg]
@@ -60,21 +74,76 @@ def main(cfg: DictConfig) -> dict | None:
 
     exit_on_errors(cfg)
     # --
-    from .run import run
+    from .lock import RunLocked
+    from .record import now
+    from .run import RunRefused, run
     from .train import Interrupted
 
     cap_threads()
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    sys.argv[:] = [mask_text(a) for a in sys.argv]  # Hydra has parsed them; W&B records the command line
+    # Hydra saved the overrides and configs as given: mask secret values there too
+    saved = [*(run_dir / str(hc.output_subdir)).glob("*.yaml")] if hc.output_subdir else []
+    mask_files([*saved, Path(hc.sweep.dir) / "multirun.yaml"] if multirun else saved)
+    started, record = now(), None
     try:
-        return run(cfg, run_dir, run_dir.name)
+        record = run(cfg, run_dir, run_dir.name)
+        result = outcome(record, started)
+    except (RunRefused, RunLocked) as e:
+        print(f"[bench] {run_dir.name}: {e}", file=sys.stderr)
+        if not multirun:
+            sys.exit(1)
+        result = {"status": "locked" if isinstance(e, RunLocked) else "refused", "reason": str(e)}
+    except (Interrupted, KeyboardInterrupt) as e:
+        if not multirun:
+            raise
+        reason = str(e) or "aborted by SIGINT"
+        write_outcome(Path(hc.sweep.dir), run_dir.name, {"status": "interrupted", "reason": reason})
+        if "BasicLauncher" not in str(hc.launcher.get("_target_", "")):
+            raise  # a submitit job: its launcher handles the signal (checkpoint, requeue)
+        # jobs of the local launcher run in this process: stop the sweep, do not start the next job
+        signum = getattr(e, "signum", 2)
+        print(f"[bench] sweep stopped: {run_dir.name}: {reason}; re-launch to resume", file=sys.stderr)
+        raise SystemExit(128 + signum) from e
     except Exception as e:
-        if hc.mode != RunMode.MULTIRUN or isinstance(e, Interrupted):
+        if not multirun:
             raise
         # fault isolation: the failure is in the run's record; the sweep goes on (summary at the end)
         traceback.print_exc()
-        return None
+        result = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+    if multirun:
+        write_outcome(Path(hc.sweep.dir), run_dir.name, result)
+    return record
+
+
+def mask_files(paths: list[Path]) -> None:
+    """Rewrite text files whose content shows a secret-looking ``key=value``/``key: value`` pair."""
+    for path in paths:
+        try:
+            text = path.read_text()
+        except (FileNotFoundError, UnicodeDecodeError):
+            continue
+        masked = mask_text(text)
+        if masked != text:
+            tmp = path.with_name(f".{path.name}.masked{TMP}")
+            tmp.write_text(masked)
+            os.replace(tmp, path)
+
+
+def mask_logs() -> None:
+    """Mask secret-looking ``key=value`` pairs in every log message (Hydra logs each job's overrides)."""
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        rec = make(*args, **kwargs)
+        if isinstance(rec.msg, str):
+            rec.msg = mask_text(rec.msg)
+        return rec
+
+    logging.setLogRecordFactory(factory)
 
 
 def cap_threads() -> None:
@@ -92,6 +161,7 @@ def cli() -> None:
         print(message, file=sys.stderr)
         sys.exit(2)
     register_resolvers()
+    mask_logs()
     main()
 
 

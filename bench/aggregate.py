@@ -8,9 +8,14 @@
 :func:`load_records` (or :func:`load_wandb`) reads runs into one row each; :func:`summary_table`
 groups them by section (experiment ``name``, ``data``, evaluation ``protocol``, ``model``) and row
 (loss ``category`` from the registry, ``loss``, ``variant`` = its hyper-parameters that differ from
-the registry defaults) and reports mean ± std over seeds (sample std, ddof=1) of every per-class
-and mean metric, with counts of completed (``seeds``), ``failed``, ``unfinished`` and ``missing``
-runs — a missing run is a seed that other rows of the section have and this row lacks — and the
+the registry defaults). A row is one config: runs are grouped by their fingerprint without the seed
+(``bench.identity``), so runs of one loss whose configs differ in any other key (lr, steps,
+schedule, data options…) are separate rows, never averaged — the keys that tell them apart are
+added to their ``variant`` label (``trainer.optimizer.lr=0.05``). Each row reports mean ± std over
+seeds (sample std, ddof=1) of every per-class and mean metric, with counts of completed
+(``seeds``: distinct seeds; a seed run twice counts once, its latest record), ``failed``,
+``unfinished`` and ``missing`` runs — a missing run is a seed that other rows of the section have
+and this row lacks — and the
 mean per completed run of the ``excluded``/``penalised`` empty (case, class) pairs. Nothing is
 dropped. Values stay in record units (DSC/IoU fractions, HD95 in the record's ``units``);
 :func:`to_markdown`, :func:`to_latex` and :func:`to_html` show DSC/IoU in % and mark per section the
@@ -41,6 +46,7 @@ import losses
 from datasets.synthia import EVAL_SUBSETS as SYNTHIA_SUBSETS
 from datasets.synthia import SynthiaDataset
 
+from .identity import NON_IDENTITY, fingerprint, identity
 from .record import RECORD
 
 SECTION = ["name", "data", "protocol", "model"]
@@ -154,11 +160,13 @@ def _row(rec: dict[str, Any], source: str) -> dict[str, Any]:
         "category": category(loss),
         "loss": loss,
         "variant": variant(loss, params),
+        "config": fingerprint(cfg, without=("seed",)),
         "seed": rec.get("seed"),
         "units": m.get("units") or "",
         "error": rec.get("error"),
         "params": params,
         "history": rec.get("history"),
+        "identity": identity(cfg, (*NON_IDENTITY, "seed")),
     }
     for key in SCORES:
         row[key] = (m.get("mean") or {}).get(key)
@@ -174,8 +182,40 @@ def _row(rec: dict[str, Any], source: str) -> dict[str, Any]:
     return row
 
 
+def label_variants(rows: list[dict[str, Any]]) -> None:
+    """Make ``variant`` tell apart the configs of one loss in one section (in place).
+
+    Rows of one (section, loss) whose ``config`` differs get the identity keys whose values differ
+    among those configs appended to their ``variant`` (``k=v``; loss hyper-parameters already shown
+    are not repeated); labels that still coincide get ``config=<fingerprint>``."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in (*SECTION, "loss")), []).append(row)
+    for members in groups.values():
+        configs = {r["config"]: r for r in members}
+        if len(configs) < 2:
+            continue
+        idents = [r["identity"] for r in configs.values()]
+        differing = sorted(
+            k
+            for k in set().union(*idents)
+            if not k.startswith("loss.params.") and len({json.dumps(i.get(k)) for i in idents}) > 1
+        )
+        labels = {}
+        for fp, r in configs.items():
+            extra = [f"{k}={_short(r['identity'].get(k))}" for k in differing]
+            labels[fp] = ",".join(p for p in (r["variant"], *extra) if p)
+        taken = list(labels.values())
+        for fp, label in labels.items():
+            if taken.count(label) > 1:
+                labels[fp] = ",".join(p for p in (label, f"config={fp[:8]}") if p)
+        for r in members:
+            r["variant"] = labels[r["config"]]
+
+
 def _frame(rows: list[dict[str, Any]], where: str) -> pd.DataFrame:
-    df = pd.DataFrame(rows)
+    label_variants(rows)
+    df = pd.DataFrame(rows).drop(columns="identity", errors="ignore")
     if df.empty:
         raise ValueError(f"no run records found in {where}")
     value_cols = [c for c in df.columns if is_metric(c) or c in ("excluded", "penalised")]
@@ -186,11 +226,12 @@ def _frame(rows: list[dict[str, Any]], where: str) -> pd.DataFrame:
 def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per ``record.json`` below ``paths`` (run dirs, sweep dirs or record files).
 
-    Columns: ``run``, ``run_dir``, ``status``, the identity :data:`KEYS`, ``seed``, ``units``,
-    ``error``, ``params`` (loss hyper-parameters), ``history`` (training curve), the means of
-    :data:`SCORES` (``dsc``, ``hd95``, ``iou``, ``nsd``, ``assd``, ``biou``; NaN where the protocol
-    has none) + class-subset mIoUs, the same per class (``dsc/<class>``, ``nsd/<class>`` …), and the
-    run's ``excluded``/``penalised`` empty-case counts.
+    Columns: ``run``, ``run_dir``, ``status``, the identity :data:`KEYS`, ``config`` (the
+    fingerprint without seed, see :func:`label_variants`), ``seed``, ``units``, ``error``,
+    ``params`` (loss hyper-parameters), ``history`` (training curve), the means of :data:`SCORES`
+    (``dsc``, ``hd95``, ``iou``, ``nsd``, ``assd``, ``biou``; NaN where the protocol has none) +
+    class-subset mIoUs, the same per class (``dsc/<class>``, ``nsd/<class>`` …), and the run's
+    ``excluded``/``penalised`` empty-case counts.
     """
     paths = list(paths)
     return _frame([_row(rec, str(f.parent)) for f, rec in _read(paths)], ", ".join(map(str, paths)))
@@ -256,11 +297,13 @@ def load_cases(paths: Iterable[str | Path]) -> pd.DataFrame:
     Empty (with these columns) when no run completed.
     """
     frames = []
-    for f, rec in _read(paths):
+    pairs = [(rec, _row(rec, str(f.parent))) for f, rec in _read(paths)]
+    label_variants([row for _, row in pairs])
+    for rec, row in pairs:
         m = rec.get("metrics") or {}
         if rec.get("status") != "completed" or not m.get("per_case"):
             continue
-        ident = {k: v for k, v in _row(rec, str(f.parent)).items() if k in (*KEYS, "seed")}
+        ident = {k: v for k, v in row.items() if k in (*KEYS, "seed")}
         cases = pd.DataFrame(m["per_case"])
         ids = sorted(cases["class"].unique())
         names = dict(zip(ids, m["per_class"], strict=True))
@@ -291,9 +334,10 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Mean and std over seeds per row :data:`KEYS` of the completed runs, with run counts.
+    """Mean and std over seeds per config (row :data:`KEYS` + ``config``) of the completed runs,
+    with run counts.
 
-    Columns: the keys, ``<metric>`` and ``<metric>:std`` for every metric column of ``runs``,
+    Columns: the keys, ``config``, ``<metric>`` and ``<metric>:std`` for every metric column of ``runs``,
     ``seeds``, ``failed``, ``unfinished``, ``missing``, ``excluded``, ``penalised`` (means per
     completed run) and ``units``; with ``paper`` (see :func:`load_paper`) also ``paper:<metric>`` and
     ``delta:<metric>``. Rows are ordered by section, category (pixel, region, boundary,
@@ -303,16 +347,17 @@ def summary_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.D
     out = []
     for _, section in runs.groupby(SECTION, sort=False, dropna=False):
         universe = set(section["seed"].dropna())
-        for key, group in section.groupby(ROW, sort=False, dropna=False):
-            done = group[group["status"] == "completed"]
-            row: dict[str, Any] = dict(zip(KEYS, (*section.iloc[0][SECTION], *key), strict=True))
+        for key, group in section.groupby([*ROW, "config"], sort=False, dropna=False):
+            completed = group[group["status"] == "completed"]
+            done = completed.drop_duplicates("seed", keep="last")  # a seed counts once
+            row: dict[str, Any] = dict(zip([*KEYS, "config"], (*section.iloc[0][SECTION], *key), strict=True))
             for col in metrics:
                 vals = done[col].dropna().to_numpy(dtype=float)
                 row[col] = vals.mean() if len(vals) else np.nan
                 row[f"{col}:std"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
             row["seeds"] = len(done)
             row["failed"] = int((group["status"] == "failed").sum())
-            row["unfinished"] = len(group) - row["seeds"] - row["failed"]
+            row["unfinished"] = len(group) - len(completed) - row["failed"]
             row["missing"] = len(universe - set(group["seed"].dropna()))
             for col in ("excluded", "penalised"):
                 row[col] = done[col].mean() if done[col].notna().any() else np.nan

@@ -1,4 +1,4 @@
-"""Hydra callbacks: the end-of-sweep summary that makes failed jobs visible."""
+"""Hydra callbacks: the end-of-sweep summary that makes every job that did not complete visible."""
 
 from __future__ import annotations
 
@@ -11,34 +11,55 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .record import RECORD
+from .record import write_json_atomic
+
+JOBS = ".jobs"  # <sweep dir>/.jobs/<run name>.json: each job's outcome, written by the job itself
+OK = ("completed",)
+
+
+def write_outcome(sweep_dir: Path, run_name: str, outcome: dict[str, Any]) -> None:
+    """Record a job's outcome (``status``, ``reason``) for :class:`SweepSummary`."""
+    folder = Path(sweep_dir) / JOBS
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / f"{run_name}.json", {"run": run_name, **outcome})
+
+
+def read_outcomes(sweep_dir: Path, since: float) -> list[dict[str, Any]]:
+    """The outcomes written since ``since`` (epoch seconds), sorted by run name."""
+    out = []
+    for path in sorted((Path(sweep_dir) / JOBS).glob("*.json")):
+        if path.stat().st_mtime < since:
+            continue  # a job of an earlier sweep into the same folder
+        try:
+            out.append(json.loads(path.read_text()))
+        except json.JSONDecodeError:
+            out.append({"run": path.stem, "status": "unreadable", "reason": f"{path} is not valid JSON"})
+    return out
 
 
 class SweepSummary(Callback):
-    """After a multirun, list the runs it touched by status; exit 1 if any failed.
+    """After a multirun, count the jobs by status and list each one that did not complete.
 
-    Jobs never stop a sweep: a failing job is recorded as ``failed`` (with the error) and the next job
-    runs. The summary reads the records below the sweep dir written since the sweep started, so it
-    works the same with the local and the submitit launchers.
+    Jobs never stop a sweep (a failing job is recorded as ``failed`` and the next job runs; only a
+    signal stops a local sweep). Each job writes its outcome to ``<sweep dir>/.jobs/`` — completed,
+    failed (now or in an earlier launch), interrupted, refused (another config in its run
+    directory), locked (another process writes it) — so the summary works the same with the local
+    and the submitit launchers. Exit status 1 when any job did not complete, or none reported.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time() - 1
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        started = getattr(self, "started", 0.0)
-        runs: dict[str, list[tuple[str, str | None]]] = {}
-        for path in sorted(Path(config.hydra.sweep.dir).rglob(RECORD)):
-            if path.stat().st_mtime < started:
-                continue  # skipped: completed in an earlier sweep
-            try:
-                rec = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                rec = {"status": "unreadable"}
-            runs.setdefault(rec.get("status", "?"), []).append((path.parent.name, rec.get("error")))
-        counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(runs.items())) or "no runs written"
-        print(f"[bench] sweep {config.hydra.sweep.dir}: {counts}", file=sys.stderr)
-        for name, error in runs.get("failed", []):
-            print(f"[bench]   failed: {name}: {error}", file=sys.stderr)
-        if runs.get("failed"):
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = read_outcomes(sweep_dir, getattr(self, "started", 0.0))
+        counts: dict[str, int] = {}
+        for job in jobs:
+            counts[job["status"]] = counts.get(job["status"], 0) + 1
+        text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no job reported (no runs written)"
+        print(f"[bench] sweep {sweep_dir}: {text}", file=sys.stderr)
+        bad = [job for job in jobs if job["status"] not in OK]
+        for job in bad:
+            print(f"[bench]   {job['status']}: {job['run']}: {job.get('reason')}", file=sys.stderr)
+        if bad or not jobs:
             raise SystemExit(1)

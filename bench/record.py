@@ -1,6 +1,7 @@
 """The run record: ``record.json`` in each run directory, always written atomically.
 
-Fields: ``status`` (running | completed | failed), ``error`` (failed runs), ``config`` (resolved),
+Fields: ``status`` (running | completed | failed | interrupted), ``error``, ``fingerprint`` (the
+run's identity, ``bench.identity``), ``config`` (resolved, secrets masked),
 ``loss``, ``data``, ``eval_data``, ``model``, ``seed``, ``metrics`` (see ``bench.protocols.summarize``;
 the first of ``data.protocol`` when it lists several, the others in ``more_metrics``),
 ``history`` (training curve and periodic evaluations), ``timings`` (seconds), ``versions``,
@@ -19,6 +20,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .identity import mask
 
 RECORD = "record.json"
 TMP = ".tmp"  # suffix of the temp files of atomic writes (a killed writer may leave one behind)
@@ -101,16 +104,18 @@ def git_commit(root: str | Path) -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
-_SECRET = ("api_key", "apikey", "token", "secret", "password")
-
-
 def redact(obj: Any) -> Any:
     """Copy of a config dict with the values of secret-looking keys (api_key, token…) masked."""
-    if isinstance(obj, dict):
-        return {
-            k: "***" if any(s in str(k).lower() for s in _SECRET) and v is not None else redact(v)
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
+    return mask(obj)
+
+
+def remove_stale_temps(folder: str | Path, names: tuple[str, ...]) -> None:
+    """Delete the temp files that an atomic write of ``folder/<name>`` (for ``name`` in ``names``)
+    left behind when its writer was killed — and nothing else (no recursion, no other pattern).
+
+    Call it only while holding the run's lock, so that no live writer owns such a file."""
+    folder = Path(folder)
+    for name in names:
+        for stale in folder.glob(f".{name}.*{TMP}"):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)

@@ -1,14 +1,26 @@
 """One run: build model, loss and data from the config, then train → evaluate → record.
 
-The run directory is Hydra's output dir, named by the run's overrides (``bench.naming``). A run
-whose record says ``completed`` is skipped unless ``force=true``, a ``failed`` one unless
-``retry_failed=true`` (or ``force``); an interrupted one resumes from ``checkpoints/last.pt``
-(``resume=true``). Every outcome — completed, failed (with the error, and for a NaN loss the step),
-interrupted — is written to ``record.json`` atomically, by rank 0 only under torchrun.
+The run directory is Hydra's output dir, named by the run's overrides (``bench.naming``); one
+process writes it at a time (``bench.lock``). A run is its config: the fingerprint of the resolved
+config (``bench.identity``) is stored in ``record.json`` and in every checkpoint, and a re-launch in
+an existing run directory first compares it:
+
+- same fingerprint: ``completed`` → skipped; ``failed`` → skipped unless ``retry_failed=true``;
+  interrupted (or left ``running`` by a killed process) → resumed from ``checkpoints/last.pt``;
+- different fingerprint: refused (:class:`RunRefused`, listing the changed keys old → new), never
+  resumed or re-scored;
+- ``force=true``: starts from scratch; the old record and checkpoints are moved aside to
+  ``superseded/<time>/`` (never loaded, never deleted).
+
+Every outcome — completed, failed (with the error, and for a NaN loss the step), interrupted — is
+written to ``record.json`` atomically, by rank 0 only under torchrun.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -22,11 +34,29 @@ import losses
 
 from . import distributed
 from .evaluate import evaluate
+from .identity import changes, fingerprint
+from .lock import RunLock
 from .logger import NullLogger, make_logger
 from .model import build_model, freeze_unused
 from .protocols import metric_settings
-from .record import RECORD, TMP, git_commit, now, read_record, redact, versions, write_json_atomic
-from .train import Interrupted, NonFiniteLoss, Trainer, seed_everything
+from .record import (
+    RECORD,
+    git_commit,
+    now,
+    read_record,
+    redact,
+    remove_stale_temps,
+    versions,
+    write_json_atomic,
+)
+from .train import Interrupted, NonFiniteLoss, Trainer, load_checkpoint, seed_everything
+
+CHECKPOINTS = ("last.pt", "best.pt")
+SUPERSEDED = "superseded"
+
+
+class RunRefused(RuntimeError):
+    """The run directory holds a run of another config; nothing was changed in it."""
 
 
 def resolve_device_type(name: str) -> str:
@@ -46,40 +76,123 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def skip_reason(cfg: DictConfig, previous: dict | None, run_dir: Path) -> str | None:
-    """Why the run in ``run_dir`` is not run again (its record), or None; the SLURM launcher asks too."""
-    status = (previous or {}).get("status")
-    if status == "completed" and not cfg.force:
+def _writer() -> bool:
+    """True in the process that writes the run directory (rank 0 under torchrun, else the only one)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config of a run as recorded (secrets masked, no ``hydra`` node)."""
+    if "hydra" in cfg:  # a sweep config composed by a launcher
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return redact(OmegaConf.to_container(cfg, resolve=True))
+
+
+def skip_reason(cfg: DictConfig, previous: dict | None, run_dir: Path, fp: str | None = None) -> str | None:
+    """Why the run in ``run_dir`` is not run again, or None: its record is of this very config
+    (same fingerprint) and says completed, or failed without ``retry_failed``; ``force`` runs it.
+
+    A record of another config is not a reason to skip: the run itself refuses (:class:`RunRefused`).
+    The SLURM launcher asks this before it submits a job."""
+    if previous is None or cfg.force:
+        return None
+    fp = fp or fingerprint(run_config(cfg))
+    if (previous.get("fingerprint") or fingerprint(previous.get("config") or {})) != fp:
+        return None
+    status = previous.get("status")
+    if status == "completed":
         return f"already completed in {run_dir}; skipping (force=true re-runs it)"
-    if status == "failed" and not (cfg.force or cfg.retry_failed):
+    if status == "failed" and not cfg.retry_failed:
         return f"failed before ({previous.get('error')}); skipping (retry_failed=true re-runs it)"
     return None
 
 
+def supersede(run_dir: Path) -> Path | None:
+    """Move the record and checkpoints of ``run_dir`` to ``superseded/<time>/`` (the record renamed
+    ``record.superseded.json`` so that readers of ``record.json`` files never see it)."""
+    record, ckpts = run_dir / RECORD, run_dir / "checkpoints"
+    if not record.exists() and not ckpts.exists():
+        return None
+    dest = run_dir / SUPERSEDED / now().replace(":", "")
+    while dest.exists():
+        dest = dest.with_name(dest.name + "_")
+    dest.mkdir(parents=True)
+    if record.exists():
+        os.replace(record, dest / "record.superseded.json")
+    if ckpts.exists():
+        shutil.move(str(ckpts), dest / "checkpoints")
+    return dest
+
+
+def refusal(run_dir: Path, old: dict | None, config: dict[str, Any], what: str) -> str:
+    """The message of a re-launch refused because ``run_dir`` holds another config."""
+    listed = changes(old, config) if old is not None else []
+    detail = "; ".join(listed) if listed else "its fingerprint differs (no config to compare)"
+    return (
+        f"{run_dir} holds {what} of another config ({detail}). Not resumed, not re-scored: re-launch "
+        "with force=true to start it from scratch (the old run is moved to superseded/), or give "
+        "the new config another name=..."
+    )
+
+
 def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
-    """Execute the run described by ``cfg`` in ``run_dir``; returns its final record."""
+    """Execute the run described by ``cfg`` in ``run_dir``; returns its final record.
+
+    Raises :class:`RunRefused` when ``run_dir`` holds a run of another config and
+    :class:`bench.lock.RunLocked` when another live process writes it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.rglob(f".*{TMP}"):  # left by a writer killed mid-write; never read
-        stale.unlink(missing_ok=True)
-    previous = read_record(run_dir)
-    message = skip_reason(cfg, previous, run_dir)
-    if message is not None:
-        print(f"[bench] {run_name}: {message}")
-        return previous
-    rank = distributed.setup(resolve_device_type(cfg.trainer.device))
-    try:
-        return _run(cfg, run_dir, run_name, previous, rank)
-    finally:
-        distributed.cleanup()
+    config = run_config(cfg)
+    fp = fingerprint(config)
+    writer = _writer()
+    with RunLock(run_dir) if writer else contextlib.nullcontext() as lock:
+        if lock is not None and lock.stale:
+            h = lock.stale
+            print(f"[bench] {run_name}: took over the lock of pid {h.get('pid')} on {h.get('host')} (gone)")
+        if writer:  # temp files of writes killed midway; ours alone, and no live writer (we hold the lock)
+            remove_stale_temps(run_dir, (RECORD,))
+            remove_stale_temps(run_dir / "checkpoints", CHECKPOINTS)
+        previous = read_record(run_dir)
+        state = None
+        if cfg.force:
+            moved = supersede(run_dir) if writer else None
+            if moved is not None:
+                print(f"[bench] {run_name}: force=true, starting from scratch; the old run is in {moved}")
+            previous = None
+        else:
+            if previous is not None:
+                old_fp = previous.get("fingerprint") or fingerprint(previous.get("config") or {})
+                if old_fp != fp:
+                    raise RunRefused(refusal(run_dir, previous.get("config"), config, "a run"))
+            message = skip_reason(cfg, previous, run_dir, fp)
+            if message is not None:
+                print(f"[bench] {run_name}: {message}")
+                return previous
+            if cfg.resume:
+                state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+                if state is not None and state.get("fingerprint") != fp:
+                    what = f"a checkpoint (last.pt, fingerprint {state.get('fingerprint')}, this run: {fp})"
+                    raise RunRefused(refusal(run_dir, None, config, what))
+        rank = distributed.setup(resolve_device_type(cfg.trainer.device))
+        try:
+            return _run(cfg, run_dir, run_name, previous, rank, config, fp, state)
+        finally:
+            distributed.cleanup()
 
 
 def _run(
-    cfg: DictConfig, run_dir: Path, run_name: str, previous: dict | None, rank: distributed.Dist
+    cfg: DictConfig,
+    run_dir: Path,
+    run_name: str,
+    previous: dict | None,
+    rank: distributed.Dist,
+    config: dict[str, Any],
+    fp: str,
+    state: dict[str, Any] | None,
 ) -> dict[str, Any]:
     save = write_json_atomic if rank.main else (lambda path, obj: None)
-    config = redact(OmegaConf.to_container(cfg, resolve=True))
     record: dict[str, Any] = {
         "status": "running",
+        "fingerprint": fp,
         "name": run_name,
         "loss": cfg.loss.name,
         "data": cfg.data.name,
@@ -187,14 +300,17 @@ def _run(
             device=device,
             seed=int(cfg.seed),
             ckpt_dir=run_dir / "checkpoints",
+            fingerprint=fp,
             num_workers=int(cfg.data.num_workers),
             evaluate=lambda m: score(m, protocols[:1])[0],
             log=logger.log,
             rank=rank.rank,
             world=rank.world,
         )
-        if cfg.resume and trainer.resume():
+        if state is not None:
+            trainer.load_state_dict(state)
             print(f"[bench] {run_name}: resumed at step {trainer.step}")
+            del state
         t_train = time.perf_counter()
         trainer.fit()
         t_eval = time.perf_counter()
@@ -218,6 +334,8 @@ def _run(
     except BaseException as e:
         if isinstance(e, Interrupted):
             record.update(status="interrupted", error=str(e))
+        elif isinstance(e, KeyboardInterrupt):  # a second Ctrl-C, or one outside the training loop
+            record.update(status="interrupted", error="aborted by SIGINT; resumable from the last checkpoint")
         else:
             record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
             if isinstance(e, NonFiniteLoss):

@@ -4,7 +4,8 @@ Exact resume: the data order is a pure function of ``(seed, draw position)`` (:c
 and each draw's augmentation is seeded by its draw number (``datasets.base``), so restoring the
 step, model, optimiser, scheduler, loss parameters and RNG states from the checkpoint continues the
 run exactly as if it had not stopped. Checkpoints are written atomically every ``ckpt_every`` steps,
-at the end, and when SIGTERM/SIGUSR1 (SLURM's warning signal) arrives.
+at the end, and when SIGTERM/SIGINT (Ctrl-C)/SIGUSR1 (SLURM's warning signal) arrives; a second
+SIGINT aborts at once. Each checkpoint holds the run's ``fingerprint`` (``bench.identity``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class DrawSampler(Sampler[int]):
                 epoch, perm = e, torch.randperm(self.n, generator=gen).tolist()
             yield e * self.n + perm[k]
             pos += self.world
+
+
+def _worker_init(worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C: a terminal sends SIGINT to the whole process group, and the main
+    process handles it (checkpoint at the next log step, then stop) while its workers keep serving."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_init(worker_id)
 
 
 def seed_everything(seed: int) -> None:
@@ -216,6 +224,7 @@ class Trainer:
         device: torch.device,
         seed: int,
         ckpt_dir: Path,
+        fingerprint: str | None = None,
         num_workers: int = 0,
         evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
         log: Callable[[dict[str, float], int], None] = lambda values, step: None,
@@ -229,7 +238,7 @@ class Trainer:
         self.train_set, self.num_workers = train_set, num_workers
         self.evaluate, self.log = evaluate, log
         self.rank, self.world = rank, world
-        self.ckpt_dir = ckpt_dir
+        self.ckpt_dir, self.fingerprint = ckpt_dir, fingerprint
         self.channels_last = bool(cfg.get("channels_last", True))
         self.amp = bool(cfg.get("amp", True)) and device.type == "cuda"
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else None)
@@ -249,11 +258,16 @@ class Trainer:
         self.step, self.best = 0, -math.inf
         self.history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
         self._signal: int | None = None
+        self._saving = self._abort = False
+        # loss sum and count of the steps since the last log step: checkpointed, so that a run resumed
+        # between two log steps logs the same mean loss as an uninterrupted one
+        self._partial: tuple[Any, int] = (0.0, 0)
         self._previous: dict[int, Any] = {}
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
+            "fingerprint": self.fingerprint,
             "step": self.step,
             "best": self.best,
             "model": self.model.state_dict(),
@@ -262,6 +276,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "history": self.history,
+            "partial": [float(self._partial[0]), int(self._partial[1])],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -271,17 +286,25 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.step, self.best, self.history = state["step"], state["best"], state["history"]
+        self._partial = tuple(state.get("partial", (0.0, 0)))
 
     def save(self, name: str = "last.pt") -> None:
         if self.rank == 0:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+            with self._uninterrupted():
+                save_checkpoint(self.ckpt_dir / name, self.state_dict())
 
     def resume(self) -> bool:
-        """Restore ``last.pt`` if present; True when a checkpoint was loaded."""
+        """Restore ``last.pt`` if present; True when a checkpoint was loaded. A checkpoint of another
+        run (another fingerprint) is never loaded: ValueError."""
         state = load_checkpoint(self.ckpt_dir / "last.pt")
         if state is None:
             return False
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"{self.ckpt_dir / 'last.pt'} is a checkpoint of run {state.get('fingerprint')}, "
+                f"not of {self.fingerprint}"
+            )
         self.load_state_dict(state)
         return True
 
@@ -302,17 +325,35 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             drop_last=True,
             prefetch_factor=4 if self.num_workers else None,
-            worker_init_fn=worker_init,
+            worker_init_fn=_worker_init,
         )
         return iter(loader)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self._signal is not None:  # a second Ctrl-C: stop now
+            if self._saving:
+                self._abort = True  # once the checkpoint being written is complete
+                return
+            raise KeyboardInterrupt
         self._signal = signum
 
     @contextlib.contextmanager
+    def _uninterrupted(self):
+        """A checkpoint write that a second Ctrl-C does not cut (it aborts right after)."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._abort:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
     def _signals(self):
-        """Catch SIGTERM (preemption, torchrun), SIGUSR1 (sbatch --signal) and SIGUSR2 (submitit)."""
-        handled = [getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, n)]
+        """Catch SIGTERM (preemption, torchrun), SIGINT (Ctrl-C), SIGUSR1 (sbatch --signal) and
+        SIGUSR2 (submitit)."""
+        names = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+        handled = [getattr(signal, n) for n in names if hasattr(signal, n)]
         try:
             self._previous = {s: signal.signal(s, self._on_signal) for s in handled}
         except ValueError:  # not the main thread: leave signals alone
@@ -361,16 +402,16 @@ class Trainer:
         """Train from ``self.step`` to ``max_steps`` (evaluating and checkpointing on the way).
 
         Raises :class:`NonFiniteLoss` (with the first bad step) and, after writing a checkpoint,
-        :class:`Interrupted` when SIGTERM/SIGUSR1/SIGUSR2 arrived (checked at log steps, so all ranks
-        stop at the same step)."""
+        :class:`Interrupted` when SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived (checked at log steps, so all
+        ranks stop at the same step)."""
         log_every = max(1, int(self.cfg.get("log_every", 20)))
         eval_every = int(self.cfg.get("eval_every", 0) or 0)
         ckpt_every = int(self.cfg.get("ckpt_every", 0) or 0)
         self.model.train()
         batches = self._loader()
-        total = torch.zeros((), device=self.device)
+        total = torch.full((), float(self._partial[0]), device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        count, t0 = 0, time.perf_counter()
+        count, t0 = int(self._partial[1]), time.perf_counter()
         bar = None
         if self.cfg.get("progress_bar", True) and self.rank == 0:
             from tqdm import tqdm
@@ -402,11 +443,16 @@ class Trainer:
                     total.zero_()
                     count, t0 = 0, time.perf_counter()
                     if signalled:
+                        self._partial = (0.0, 0)
                         self.save()
-                        raise Interrupted(self.step, self._signal, self._previous.get(self._signal))
+                        chain = self._previous.get(self._signal)
+                        if chain is signal.default_int_handler:  # Python's Ctrl-C: nothing to pass on
+                            chain = None
+                        raise Interrupted(self.step, self._signal, chain)
                 if self.evaluate is not None and eval_every and self.step % eval_every == 0 and not last:
                     self._periodic_eval()
                 if (ckpt_every and self.step % ckpt_every == 0) or last:
+                    self._partial = (total, count)
                     self.save()
         if bar is not None:
             bar.close()
@@ -422,6 +468,7 @@ class Trainer:
             self.best = value
             if self.rank == 0:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                save_checkpoint(
-                    self.ckpt_dir / "best.pt", {"step": self.step, "model": self.model.state_dict()}
-                )
+                best = {"fingerprint": self.fingerprint, "step": self.step}
+                best["model"] = self.model.state_dict()
+                with self._uninterrupted():
+                    save_checkpoint(self.ckpt_dir / "best.pt", best)

@@ -57,3 +57,24 @@ def bench_cli(*args: str, tmp: Path, env: dict | None = None, launcher: str = "b
 def records(folder: Path) -> dict[str, dict]:
     """All run records below ``folder``, keyed by run directory name."""
     return {p.parent.name: json.loads(p.read_text()) for p in folder.rglob("record.json")}
+
+
+def bench_popen(args: list[str], tmp: Path, env: dict | None = None, **popen) -> subprocess.Popen:
+    """Start ``python -m bench ARGS`` in the background (outputs under ``tmp``), output piped."""
+    environ = {
+        **os.environ,
+        "SEGLOSS_OUTPUT": str(tmp / "out"),
+        "SEGLOSS_DATA": str(tmp / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )

@@ -38,6 +38,7 @@ def write(
     iou=0.5,
     params=None,
     sweep="sweep",
+    config=None,
 ):
     metrics = None
     if status == "completed":
@@ -74,6 +75,8 @@ def write(
             "name": sweep,
             "data": {"name": "synthetic", "protocol": "default"},
             "loss": {"name": loss, "params": {**losses.loss_info(loss).hparams, **(params or {})}},
+            "seed": seed,
+            **(config or {}),
         },
         "metrics": metrics,
         "history": {"train": [{"step": s, "train/loss": 1.0 / s} for s in (1, 2)], "eval": []}
@@ -148,7 +151,8 @@ def test_markdown_and_csv_outputs(sweep, tmp_path, capsys):
         "| 2 | 1/0 |" in md
     )
     csv = (out / "table.csv").read_text().splitlines()
-    assert csv[0].startswith("name,data,protocol,model,category,loss,variant,dsc,dsc:std,hd95,hd95:std")
+    head = "name,data,protocol,model,category,loss,variant,config,dsc,dsc:std,hd95,hd95:std"
+    assert csv[0].startswith(head)
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["status"]) == ["completed", "completed", "completed", "failed", "running"]
     assert "non-finite" in runs.set_index("run").loc["dice1", "error"]
@@ -210,6 +214,35 @@ def test_variants_with_non_default_hyperparameters_are_separate_rows(ranked):
     assert "| pixel | ce |" in to_markdown(table) and "|  | focal (gamma=5) |" in to_markdown(table)
     assert variant("focal", {"gamma": 2.0, "alpha": None}) == ""
     assert variant("inverseform", {"checkpoint": "/runs/x/net.pt", "edge_weight": 0.6}) == "edge_weight=0.6"
+
+
+def test_runs_of_other_configs_are_rows_of_their_own_never_averaged_as_seeds(tmp_path):
+    lr = lambda v: {"trainer": {"optimizer": {"lr": v}}}  # noqa: E731
+    write(tmp_path, "lr1", "ce", 0, dsc=(0.9, 0.9), config=lr(1e-3))
+    write(tmp_path, "lr1s1", "ce", 1, dsc=(0.7, 0.7), config=lr(1e-3))
+    write(tmp_path, "lr1s1again", "ce", 1, dsc=(0.7, 0.7), config=lr(1e-3))  # the same run twice
+    write(tmp_path, "lr5", "ce", 0, dsc=(0.1, 0.1), config=lr(5e-2))
+    # differ only in keys that cannot change the result: the same config
+    write(tmp_path, "lr5b", "ce", 1, dsc=(0.3, 0.3), config={**lr(5e-2), "logger": {"name": "wandb"}})
+    runs = load_records([tmp_path])
+    assert runs.groupby("config").size().sort_values().tolist() == [2, 3]
+    table = summary_table(runs).set_index("variant")
+    assert sorted(table.index) == ["trainer.optimizer.lr=0.001", "trainer.optimizer.lr=0.05"]
+    assert table.loc["trainer.optimizer.lr=0.001", "seeds"] == 2  # distinct seeds
+    assert table.loc["trainer.optimizer.lr=0.001", "dsc"] == pytest.approx(0.8)
+    assert table.loc["trainer.optimizer.lr=0.05", "seeds"] == 2
+    assert table.loc["trainer.optimizer.lr=0.05", "dsc"] == pytest.approx(0.2)
+    cases = load_cases([tmp_path])
+    assert set(cases["variant"]) == set(table.index)  # statistics see the same rows
+    assert "ce (trainer.optimizer.lr=0.05)" in to_markdown(summary_table(runs))
+
+
+def test_configs_told_apart_only_by_hidden_hyperparameters_get_a_config_label(tmp_path):
+    for i, path in enumerate(("/a/net.pt", "/b/net.pt")):
+        write(tmp_path, f"r{i}", "inverseform", 0, params={"checkpoint": path})
+    table = summary_table(load_records([tmp_path]))
+    assert len(table) == 2 and table["variant"].str.startswith("config=").all()
+    assert table["variant"].nunique() == 2 and (table["seeds"] == 1).all()
 
 
 def test_cases_carry_class_names_and_run_identity(ranked):

@@ -1,4 +1,4 @@
-from bench.naming import MAX_LEN, run_name
+from bench.naming import MAX_LEN, run_name, safe_component
 
 
 def test_run_name_puts_main_choices_first_and_strips_prefixes():
@@ -21,3 +21,27 @@ def test_run_name_is_filesystem_safe_and_bounded():
 
 def test_run_name_without_overrides():
     assert run_name([]) == "default"
+
+
+def test_distinct_overrides_never_share_a_directory():
+    a, b = run_name(["+loss=ce", "data.root=/a/b"]), run_name(["+loss=ce", "data.root=/a-b"])
+    assert a != b and "/" not in a + b
+    assert a.startswith("loss=ce,data.root=-a-b~") and b.startswith("loss=ce,data.root=-a-b~")
+    assert run_name(["+loss=ce", "data.root=a-b"]) == "loss=ce,data.root=a-b"  # unaltered: no hash
+    # a data root is part of a run (paths.output_dir is not)
+    assert run_name(["+loss=ce", "paths.data_root=/d"]) != run_name(["+loss=ce"])
+
+
+def test_secret_overrides_are_masked_in_the_name():
+    name = run_name(["+loss=ce", "+model.kwargs.auth_token=s3cr3t"])
+    assert "s3cr3t" not in name and "auth_token=___~" in name
+    assert name == run_name(["+loss=ce", "+model.kwargs.auth_token=other"])
+    assert run_name(["+loss=ce", "+logger.api_key=s3cr3t"]) == "loss=ce"  # logger: not identity
+
+
+def test_safe_component_has_no_separators_dots_or_hidden_names():
+    for bad in ("../../x", "..", ".", "/abs/path", "a\\b", ".hidden", "a b"):
+        out = safe_component(bad)
+        assert "/" not in out and "\\" not in out and ".." not in out and not out.startswith(".")
+        assert out not in ("", ".", "..")
+    assert safe_component("paper_synapse") == "paper_synapse"

@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from helpers import TINY, make_cfg
 
 from bench.record import RECORD
-from bench.run import run
+from bench.run import RunRefused, run
+
+FINISHED = [
+    "+loss=dice",
+    "+data=synthetic",
+    *TINY,
+    "trainer.max_steps=40",
+    "trainer.log_every=10",
+    "trainer.eval_every=20",
+]
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("out")
-    cfg = make_cfg(
-        [
-            "+loss=dice",
-            "+data=synthetic",
-            *TINY,
-            "trainer.max_steps=40",
-            "trainer.log_every=10",
-            "trainer.eval_every=20",
-        ],
-        data_root=data_root,
-        output_dir=out,
-    )
+    cfg = make_cfg(FINISHED, data_root=data_root, output_dir=out)
     run_dir = out / "r"
     record = run(cfg, run_dir, "r")
     return cfg, run_dir, record
@@ -109,3 +108,23 @@ def test_evaluation_on_another_dataset_with_the_same_classes(tmp_path, data_root
     record = run(cfg, tmp_path / "x", "x")
     assert record["status"] == "completed" and record["eval_data"] == "synthetic"
     assert {r["case"] for r in record["metrics"]["per_case"]} == {"case0002"}  # the other set's test case
+
+
+def test_another_config_in_the_run_dir_is_refused_and_nothing_is_touched(finished, data_root, tmp_path):
+    _, run_dir, _ = finished
+    before = (run_dir / RECORD).read_text()
+    other = make_cfg([*FINISHED, "trainer.optimizer.lr=0.05"], data_root=data_root, output_dir=tmp_path)
+    with pytest.raises(RunRefused, match=r"trainer\.optimizer\.lr: 0\.001 → 0\.05.*force=true"):
+        run(other, run_dir, "r")
+    assert (run_dir / RECORD).read_text() == before
+    assert json.loads(before)["fingerprint"] == torch.load(run_dir / "checkpoints" / "last.pt")["fingerprint"]
+
+
+def test_a_checkpoint_of_another_config_is_never_loaded(finished, data_root, tmp_path):
+    _, run_dir, _ = finished
+    orphan = tmp_path / "orphan"  # a checkpoint without its record
+    shutil.copytree(run_dir / "checkpoints", orphan / "checkpoints")
+    other = make_cfg([*FINISHED, "trainer.max_steps=41"], data_root=data_root, output_dir=tmp_path)
+    with pytest.raises(RunRefused, match="checkpoint"):
+        run(other, orphan, "orphan")
+    assert not (orphan / RECORD).exists()

@@ -3,50 +3,62 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
-from helpers import ROOT, TINY, bench_cli, records
+from helpers import TINY, bench_cli, bench_popen, records
 
+from bench.aggregate import load_records, summary_table
 from bench.train import load_checkpoint
 
 pytestmark = pytest.mark.slow
-LONG = [*TINY, "trainer.max_steps=40", "trainer.log_every=2", "trainer.ckpt_every=2"]
+LONG = [*TINY, "trainer.max_steps=40", "trainer.log_every=2", "trainer.ckpt_every=1"]
+RUN = ["+loss=ce", "+data=synthetic", *LONG]
 
 
-def popen(args: list[str], tmp) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "SEGLOSS_OUTPUT": str(tmp / "out"),
-        "SEGLOSS_DATA": str(tmp / "data"),
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for(path, proc, timeout=300):
+def wait_for_checkpoint(out, proc, newer_than=0.0, timeout=300):
+    """The run dir below ``out`` once ``proc`` wrote ``checkpoints/last.pt`` (after ``newer_than``)."""
     t0 = time.time()
-    while not path.exists():
+    while True:
         assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.time() - t0 < timeout, f"{path} did not appear"
-        time.sleep(0.05)
+        assert time.time() - t0 < timeout, "no checkpoint appeared"
+        for ckpt in out.rglob("last.pt"):
+            try:
+                if ckpt.stat().st_mtime > newer_than:
+                    return ckpt.parent.parent
+            except FileNotFoundError:  # between the two renames of an atomic write
+                pass
+        time.sleep(0.02)
 
 
 def only_run_dir(tmp):
     (run_dir,) = {p.parent for p in (tmp / "out").rglob("record.json")}
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One data folder for the runs compared with each other (the data root is part of a run)."""
+    return {"SEGLOSS_DATA": str(tmp_path_factory.mktemp("data"))}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, shared):
+    """The record of the uninterrupted run ``RUN``."""
+    tmp = tmp_path_factory.mktemp("straight")
+    res = bench_cli(*RUN, tmp=tmp, env=shared)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads((only_run_dir(tmp) / "record.json").read_text())
+
+
+def assert_same_run(a, b):
+    assert b["status"] == "completed" and b["fingerprint"] == a["fingerprint"]
+    assert a["metrics"] == b["metrics"]
+    curve = [h["train/loss"] for h in a["history"]["train"]]
+    assert curve == [h["train/loss"] for h in b["history"]["train"]]
 
 
 def test_submitit_local_sweep_writes_every_record_and_relaunch_skips(tmp_path):
@@ -65,67 +77,62 @@ def test_submitit_local_sweep_writes_every_record_and_relaunch_skips(tmp_path):
     assert again.returncode == 0 and (again.stdout + again.stderr).count("already completed") == 4
 
 
-def test_failed_job_is_recorded_and_its_sibling_completes(tmp_path):
-    res = bench_cli(
-        "-m", "+loss=ce", "+data=synthetic", *TINY, "trainer.optimizer.lr=1e-3,1e30", tmp=tmp_path
-    )
+def test_failed_job_is_recorded_its_sibling_completes_and_configs_are_not_averaged(tmp_path):
+    args = ("-m", "+loss=ce", "+data=synthetic", *TINY, "trainer.optimizer.lr=1e-3,1e30")
+    res = bench_cli(*args, tmp=tmp_path)
     assert res.returncode == 1
-    assert "1 completed, 1 failed" in res.stderr
+    assert "1 completed, 1 failed" in res.stderr and "failed: " in res.stderr
     statuses = sorted(r["status"] for r in records(tmp_path / "out").values())
     assert statuses == ["completed", "failed"]
     (failed,) = [r for r in records(tmp_path / "out").values() if r["status"] == "failed"]
     assert "non-finite" in failed["error"] and failed["failed_step"] == 1
-    again = bench_cli(
-        "-m", "+loss=ce", "+data=synthetic", *TINY, "trainer.optimizer.lr=1e-3,1e30", tmp=tmp_path
-    )
+    # two learning rates are two configs: two rows of one seed each, never "ce, seeds 2"
+    table = summary_table(load_records([tmp_path / "out"])).set_index("variant")
+    assert sorted(table.index) == ["trainer.optimizer.lr=0.001", "trainer.optimizer.lr=1e+30"]
+    assert table["seeds"].tolist() == [1, 0] and table["failed"].tolist() == [0, 1]
+    # a re-launch skips both, but the failure still fails the sweep and is listed with its reason
+    again = bench_cli(*args, tmp=tmp_path)
     assert "failed before" in again.stdout and "already completed" in again.stdout
+    assert again.returncode == 1 and "1 completed, 1 failed" in again.stderr
+    assert "non-finite" in again.stderr and "earlier launch" in again.stderr
 
 
-def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
-    args = ["+loss=dice", "+data=synthetic", *LONG]
-    straight = bench_cli(*args, tmp=tmp_path / "a")
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    proc = popen(args, tmp_path / "b")
-    wait_for(tmp_path / "b" / "out", proc)
-    run_dir = None
-    while run_dir is None or not (run_dir / "checkpoints" / "last.pt").exists():
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        found = list((tmp_path / "b" / "out").rglob("record.json"))
-        run_dir = found[0].parent if found else None
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_then_resume_equals_an_uninterrupted_run(tmp_path, straight, shared, signum):
+    proc = bench_popen(RUN, tmp_path, env=shared)
+    run_dir = wait_for_checkpoint(tmp_path / "out", proc)
+    proc.send_signal(signum)
     assert proc.wait(120) != 0
     interrupted = json.loads((run_dir / "record.json").read_text())
     assert interrupted["status"] == "interrupted", interrupted.get("error")
+    assert signal.Signals(signum).name in interrupted["error"]
     step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
     assert 0 < step < 40
-    resumed = bench_cli(*args, tmp=tmp_path / "b")
+    resumed = bench_cli(*RUN, tmp=tmp_path, env=shared)
     assert resumed.returncode == 0 and f"resumed at step {step}" in resumed.stdout
-    a = json.loads((only_run_dir(tmp_path / "a") / "record.json").read_text())
-    b = json.loads((run_dir / "record.json").read_text())
-    assert b["status"] == "completed"
-    assert a["metrics"] == b["metrics"]
-    assert [h["train/loss"] for h in a["history"]["train"]] == [
-        h["train/loss"] for h in b["history"]["train"]
-    ]
+    assert_same_run(straight, json.loads((run_dir / "record.json").read_text()))
 
 
-def test_kill_9_never_leaves_a_corrupt_record_or_checkpoint_in_use(tmp_path):
-    args = ["+loss=ce", "+data=synthetic", *LONG, "trainer.ckpt_every=1", "trainer.log_every=1"]
-    for delay in (0.3, 0.7, 1.1):
-        proc = popen(args, tmp_path)
-        wait_for(tmp_path / "out", proc)
-        time.sleep(delay)
+def test_kill_9_never_leaves_a_corrupt_record_or_checkpoint_in_use(tmp_path, straight, shared):
+    rng = random.Random(0)
+    last_step, killed_at = 0, 0.0
+    for _ in range(3):
+        proc = bench_popen(RUN, tmp_path, env=shared)
+        run_dir = wait_for_checkpoint(tmp_path / "out", proc, newer_than=killed_at)  # this launch wrote one
+        time.sleep(rng.uniform(0.0, 0.5))
         proc.kill()
         proc.wait()
-        for rec in (tmp_path / "out").rglob("record.json"):
-            json.loads(rec.read_text())  # always complete JSON
-        for ckpt in (tmp_path / "out").rglob("last.pt"):
-            assert load_checkpoint(ckpt)["step"] >= 1
-    done = bench_cli(*args, tmp=tmp_path)
+        killed_at = time.time()
+        json.loads((run_dir / "record.json").read_text())  # always complete JSON
+        step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+        assert step > last_step  # a valid checkpoint of this launch's progress
+        last_step = step
+    done = bench_cli(*RUN, tmp=tmp_path, env=shared)
     assert done.returncode == 0, done.stderr[-3000:]
-    (rec,) = records(tmp_path / "out").values()
-    assert rec["status"] == "completed" and rec["timings"]["steps"] == 40
+    assert f"resumed at step {last_step}" in done.stdout
+    rec = json.loads((run_dir / "record.json").read_text())
+    assert rec["timings"]["steps"] == 40
+    assert_same_run(straight, rec)
     assert not list((tmp_path / "out").rglob(".*.tmp"))
 
 
