@@ -60,6 +60,7 @@ class WandbLogger:
         name: str,
         config: dict[str, Any],
         init_timeout: float = 30.0,
+        created: str = "",
     ) -> None:
         import wandb
 
@@ -77,7 +78,7 @@ class WandbLogger:
             job_type=job_type,
             tags=list(tags or []),
             name=name,
-            id=hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16],
+            id=hashlib.sha1(f"{Path(run_dir).resolve()}|{created}".encode()).hexdigest()[:16],
             resume="allow",
             dir=str(run_dir),
             config=config,
@@ -131,8 +132,10 @@ def unreachable(url: str, timeout: float) -> str | None:
         return f"server {url} unreachable within {timeout:g} s ({reason})"
 
 
-def make_logger(cfg: dict[str, Any], *, run_dir: Path, name: str, config: dict[str, Any]):
-    """The logger named by ``cfg['name']`` (``none`` | ``wandb``)."""
+def make_logger(cfg: dict[str, Any], *, run_dir: Path, name: str, config: dict[str, Any], created: str = ""):
+    """The logger named by ``cfg['name']`` (``none`` | ``wandb``). ``created`` is the run's creation
+    time: with the run directory it makes the W&B run id, so a resumed run continues its W&B run
+    and a run started afresh (``force=true``) gets a new one."""
     kind = cfg.get("name", "none")
     if kind == "none":
         return NullLogger()
@@ -147,5 +150,6 @@ def make_logger(cfg: dict[str, Any], *, run_dir: Path, name: str, config: dict[s
             name=name,
             config=config,
             init_timeout=float(cfg.get("init_timeout", 30.0)),
+            created=created,
         )
     raise ValueError(f"logger.name={kind!r} is not one of: {', '.join(LOGGERS)}")

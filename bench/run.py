@@ -265,6 +265,7 @@ def _run(
                 run_dir=run_dir,
                 name=run_name,
                 config=config,
+                created=record["created"],
             )
             if rank.main
             else NullLogger()

@@ -138,3 +138,24 @@ def test_failed_init_on_a_reachable_server_continues_offline(tmp_path, monkeypat
     assert "wandb: init failed" in err and "logging offline instead" in err
     assert "in use" not in err
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_wandb_run_id_is_kept_on_resume_and_new_after_a_fresh_start(tmp_path, monkeypatch):
+    """A resumed run (same run dir and creation time) continues its W&B run; ``force=true`` starts
+    the run afresh (a new creation time), so it must not continue the old W&B run."""
+    import wandb
+
+    ids = []
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(wandb, "init", lambda **kw: ids.append(kw["id"]))
+
+    def start(created: str) -> None:
+        WandbLogger(
+            project="p", entity=None, group=None, job_type="train", tags=[], run_dir=tmp_path,
+            name="n", config={}, created=created,
+        )  # fmt: skip
+
+    start("2026-01-01T00:00:00")
+    start("2026-01-01T00:00:00")
+    start("2026-02-02T00:00:00")
+    assert ids[0] == ids[1] != ids[2]
