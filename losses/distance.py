@@ -14,9 +14,13 @@ belong to no class, so for every class they count as background.
 
 Backends: CPU tensors use the ``edt`` package (exact, float32, threads = ``torch.get_num_threads()``;
 its ``black_border=False`` is scipy's border rule) and fall back to scipy when ``edt`` is missing.
-CUDA tensors use cupyx (or cuCIM) when importable; otherwise they are copied to the CPU and back,
-which synchronises the stream. Results are float32 tensors on the input's device, never part of a
-graph.
+CUDA tensors use cupyx (or cuCIM) when importable (``pip install -e '.[gpu]'``; tensors shared by
+DLPack, kernels on torch's current stream); otherwise they are copied to the CPU and back, which
+synchronises the stream. Results are float32 tensors on the input's device, never part of a graph.
+
+Ground-truth maps: :data:`GT_MAPS` names the maps of a *target* that losses declare
+(``register_loss(..., maps=...)``) so that the data pipeline can make them in the loader workers
+(``datasets.gt_maps``); :func:`gt_maps` computes them, the same function either way.
 """
 
 from __future__ import annotations
@@ -82,8 +86,13 @@ def _edt(mask: Tensor, spacing: tuple[float, ...]) -> Tensor:
 
         stream = torch.cuda.current_stream(mask.device).cuda_stream
         with cupy.cuda.Device(mask.device.index), cupy.cuda.ExternalStream(stream):
-            d = _GPU_EDT(cupy.asarray(mask), sampling=spacing, float64_distances=False)
-        return torch.as_tensor(d, device=mask.device)
+            # shared, not copied, both ways (DLPack); cupy's kernels run on torch's current stream
+            d = _GPU_EDT(
+                cupy.from_dlpack(mask.contiguous().view(torch.uint8)),
+                sampling=spacing,
+                float64_distances=False,
+            )
+            return torch.from_dlpack(d.astype(cupy.float32, copy=False))
     m = mask.numpy()
     if _edt_lib is not None:
         d = _edt_lib.edt(m, anisotropy=spacing, black_border=False, parallel=torch.get_num_threads())
@@ -183,3 +192,28 @@ def unsigned_distance_maps(
     return _class_maps(
         labels, num_classes, spacing, lambda m, inside, outside: (inside * m + outside) * (~m).any()
     )
+
+
+def _label_distance_map(labels: Tensor, num_classes: int) -> Tensor:
+    return label_distance(labels)
+
+
+#: Maps of a target ``[B,*S]`` that a loss may declare (``register_loss(maps=...)``), each a function
+#: ``(labels, num_classes) -> float32`` in pixels, computed per image (so a batch of maps is the batch
+#: of the images' maps):
+#: ``label_distance`` ``[B,*S]`` — distance to the nearest pixel of another label (1 on a region's rim);
+#: ``signed_distance`` ``[B,C,*S]`` — Kervadec's signed maps; ``unsigned_distance`` ``[B,C,*S]`` —
+#: distance to each class's boundary on both sides.
+GT_MAPS: dict[str, Callable[[Tensor, int], Tensor]] = {
+    "label_distance": _label_distance_map,
+    "signed_distance": signed_distance_maps,
+    "unsigned_distance": unsigned_distance_maps,
+}
+
+
+def gt_maps(labels: Tensor, names: Sequence[str], num_classes: int) -> dict[str, Tensor]:
+    """The maps ``names`` (keys of :data:`GT_MAPS`) of a batch of label maps ``[B,*S]``."""
+    unknown = sorted(set(names) - set(GT_MAPS))
+    if unknown:
+        raise ValueError(f"unknown ground-truth maps {unknown}; known: {sorted(GT_MAPS)}")
+    return {name: GT_MAPS[name](labels, num_classes) for name in names}

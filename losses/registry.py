@@ -25,6 +25,10 @@ CATEGORIES: tuple[str, ...] = ("pixel", "region", "boundary", "combination")
 #: ``progress`` — training progress in [0, 1] (step / max_steps), for weight schedules.
 RUNTIME_INPUTS: tuple[str, ...] = ("aux", "features", "progress")
 
+#: Maps of the target a loss may declare (``maps=``), computed in the loader workers and passed as
+#: keyword arguments named like them; see ``losses.distance.GT_MAPS``.
+Maps = tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]]
+
 _SKIP = {"self", "num_classes", "ignore_index"}
 
 
@@ -41,6 +45,7 @@ class LossInfo:
     needs_distance_maps: bool = False
     inputs: tuple[str, ...] = ()
     aux_channels: int | Callable[[int], int] = 0
+    maps: Maps = ()
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     summary: str = ""
 
@@ -57,6 +62,10 @@ class LossInfo:
     def num_aux_channels(self, num_classes: int) -> int:
         return self.aux_channels(num_classes) if callable(self.aux_channels) else self.aux_channels
 
+    def gt_maps(self, hparams: dict[str, Any] | None = None) -> tuple[str, ...]:
+        """The target maps the loss built with ``hparams`` (defaults for the rest) takes as keywords."""
+        return self.maps({**self.hparams, **(hparams or {})}) if callable(self.maps) else self.maps
+
 
 _REGISTRY: dict[str, LossInfo] = {}
 
@@ -71,6 +80,7 @@ def register_loss(
     needs_distance_maps: bool = False,
     inputs: tuple[str, ...] = (),
     aux_channels: int | Callable[[int], int] = 0,
+    maps: Maps = (),
     ranges: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> Callable:
     """Register a loss factory under ``name`` (the name of its ``conf/loss/<name>.yaml``)."""
@@ -79,6 +89,10 @@ def register_loss(
     unknown = set(inputs) - set(RUNTIME_INPUTS)
     if unknown:
         raise ValueError(f"loss {name!r}: unknown runtime inputs {sorted(unknown)}")
+    from .distance import GT_MAPS
+
+    if not callable(maps) and set(maps) - set(GT_MAPS):
+        raise ValueError(f"loss {name!r}: unknown maps {sorted(set(maps) - set(GT_MAPS))}")
 
     def deco(factory: Callable) -> Callable:
         if name in _REGISTRY:
@@ -94,6 +108,7 @@ def register_loss(
             needs_distance_maps=needs_distance_maps,
             inputs=tuple(inputs),
             aux_channels=aux_channels,
+            maps=maps if callable(maps) else tuple(maps),
             ranges=dict(ranges or {}),
             summary=doc.split("\n\n")[0].replace("\n", " "),
         )
@@ -138,7 +153,8 @@ def create_loss(name: str, *, num_classes: int, ignore_index: int = 255, **hpara
 
     Unknown hyper-parameters and values outside the declared ranges raise ``ValueError`` naming the
     field. The returned module is called as ``loss(logits [B,C,H,W], target [B,H,W] int64, **inputs)``
-    where ``inputs`` are the runtime inputs listed in ``loss_info(name).inputs``.
+    where ``inputs`` are the runtime inputs listed in ``loss_info(name).inputs`` and, optionally, the
+    target maps of ``loss_info(name).gt_maps(hparams)`` (computed by the loss when not given).
     """
     info = loss_info(name)
     if num_classes < 1:
