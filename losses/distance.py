@@ -106,6 +106,19 @@ def _workspace(x: Tensor) -> Tensor:
     return x if x.is_cuda and _GPU_EDT is not None else x.cpu()
 
 
+def _dense(x: Tensor) -> bool:
+    """Whether the maps of ``x`` take the path without host syncs: no branch on the data, one EDT per
+    possible class, degenerate masks fixed on the device (CUDA; tests switch it on for the CPU)."""
+    return x.is_cuda
+
+
+def _any_edt(mask: Tensor, spacing: tuple[float, ...]) -> Tensor:
+    """EDT of any mask without a host sync: empty → zeros, full → the border distance."""
+    flat = mask.flatten()
+    border = border_distance(mask.shape, spacing, mask.device)
+    return torch.where(flat.all(), border, torch.where(flat.any(), _edt(mask, spacing), 0.0))
+
+
 @torch.no_grad()
 def edt_batch(masks: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
     """Distance of each True pixel to the nearest False pixel, per mask: bool ``[N,H,W]`` or
@@ -114,6 +127,8 @@ def edt_batch(masks: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
     _check(masks, "masks")
     sp = _spacing(spacing, masks.dim() - 1)
     work = _workspace(masks.bool())
+    if _dense(work):
+        return torch.stack([_any_edt(m, sp) for m in work]).to(masks.device)
     out = torch.zeros(work.shape, dtype=torch.float32, device=work.device)
     flat = work.flatten(1)
     for i, (some, every) in enumerate(zip(flat.any(1).tolist(), flat.all(1).tolist(), strict=True)):
@@ -125,14 +140,25 @@ def edt_batch(masks: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def label_distance(labels: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
+def label_distance(
+    labels: Tensor, spacing: Sequence[float] | None = None, num_classes: int | None = None
+) -> Tensor:
     """Distance of every pixel to the nearest pixel with a different label, per image: int ``[B,*S]``
     → float32 ``[B,*S]``. At a pixel of class c this is the EDT of class c's mask ("inside"
     distance; 1 on the region's rim). An image holding a single label gives the border distance.
-    One multi-label ``edt`` call per image on CPU; one EDT per label present on CUDA."""
+    One multi-label ``edt`` call per image on CPU; on CUDA one EDT per label present, or, given
+    ``num_classes``, without host syncs, one per class in ``[0, num_classes)`` and one for all other
+    values together (the same map unless two different out-of-range values touch)."""
     _check(labels, "labels")
     sp = _spacing(spacing, labels.dim() - 1)
     work = _workspace(labels)
+    if num_classes is not None and _dense(work):
+        other = (work < 0) | (work >= num_classes)
+        out = torch.zeros(work.shape, dtype=torch.float32, device=work.device)
+        for b in range(work.shape[0]):
+            for m in [*(work[b] == c for c in range(num_classes)), other[b]]:
+                out[b] = torch.where(m, _any_edt(m, sp), out[b])
+        return out.to(labels.device)
     out = torch.empty(work.shape, dtype=torch.float32, device=work.device)
     for b in range(work.shape[0]):
         lab = work[b]
@@ -159,8 +185,15 @@ def _class_maps(
     _check(labels, "labels")
     sp = _spacing(spacing, labels.dim() - 1)
     work = _workspace(labels)
-    inside = label_distance(work, sp)
+    inside = label_distance(work, sp, num_classes)
     out = torch.zeros((work.shape[0], num_classes, *work.shape[1:]), dtype=torch.float32, device=work.device)
+    if _dense(work):  # every class, absent ones zeroed on the device
+        for b in range(work.shape[0]):
+            for c in range(num_classes):
+                mask = work[b] == c
+                combined = combine(mask, inside[b], _any_edt(~mask, sp))
+                out[b, c] = torch.where(mask.any(), combined, 0.0)
+        return out.to(labels.device)
     ids = torch.where((work >= 0) & (work < num_classes), work, num_classes).flatten(1)
     counts = torch.zeros(work.shape[0], num_classes + 1, dtype=torch.long, device=work.device)
     counts = counts.scatter_add_(1, ids, torch.ones_like(ids))[:, :num_classes].tolist()
@@ -195,7 +228,7 @@ def unsigned_distance_maps(
 
 
 def _label_distance_map(labels: Tensor, num_classes: int) -> Tensor:
-    return label_distance(labels)
+    return label_distance(labels, num_classes=num_classes)
 
 
 #: Maps of a target ``[B,*S]`` that a loss may declare (``register_loss(maps=...)``), each a function

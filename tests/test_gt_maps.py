@@ -188,3 +188,19 @@ def test_trainer_passes_the_declared_maps_from_the_loader(tmp_path, workers):
         assert kwargs["progress"] == step / 2
         assert torch.equal(kwargs["signed_distance"], signed_distance_maps(target, C))
         assert torch.equal(kwargs["label_distance"], label_distance(target))
+
+
+def test_sync_free_path_equals_the_per_label_path(monkeypatch):
+    """The CUDA path (no host syncs: every class, degenerate masks fixed on the device), run on the
+    CPU, gives the maps of the per-label path; ignored pixels are one region of their own."""
+    import losses.distance as D
+
+    target = torch.stack([Voronoi()[i]["label"] for i in range(5)])
+    masks = torch.stack([target[0] == 1, torch.zeros_like(target[0], dtype=torch.bool), target[2] == 1])
+    expected = {name: fn(target, C) for name, fn in GT_MAPS.items()}
+    expected_edt = D.edt_batch(masks)
+    monkeypatch.setattr(D, "_dense", lambda x: True)
+    for name, fn in GT_MAPS.items():
+        assert torch.equal(fn(target, C), expected[name]), name
+    assert torch.equal(D.edt_batch(masks), expected_edt)
+    assert torch.equal(expected_edt[2], D.border_distance(masks.shape[1:]))  # a full mask
