@@ -50,7 +50,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the packages and the format w
 
 import losses  # noqa: E402
 from bench.evaluate import evaluate  # noqa: E402
-from bench.model import build_model  # noqa: E402
+from bench.model import build_model, freeze_unused  # noqa: E402
 from bench.train import Trainer  # noqa: E402
 from datasets.base import SegDataset  # noqa: E402
 from datasets.gt_maps import WithGTMaps  # noqa: E402
@@ -380,6 +380,7 @@ def ddp_worker(args) -> None:
         setting = {**SETTINGS["paper_synapse"], **(QUICK["paper_synapse"] if args.quick else {})}
         torch.manual_seed(0)
         model = make_model(setting)
+        freeze_unused(model, setting["channels"])  # as the runner: DDP wants every parameter used
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(device, memory_format=torch.channels_last)
@@ -422,8 +423,9 @@ def check_torchrun(device: torch.device, quick: bool) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DDP_RESULT ")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": f"torchrun exited {proc.returncode}: {' / '.join(tail)}"}
+        lines = (proc.stderr + proc.stdout).strip().splitlines()
+        errors = [ln for ln in lines if "Error" in ln and "ChildFailedError" not in ln] or lines
+        return {"error": f"torchrun exited {proc.returncode}: {errors[-1].strip()[:300]}"}
     return {**json.loads(lines[-1][len("DDP_RESULT ") :]), "wall_s": time.perf_counter() - t0}
 
 
