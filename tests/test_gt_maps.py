@@ -204,3 +204,26 @@ def test_sync_free_path_equals_the_per_label_path(monkeypatch):
         assert torch.equal(fn(target, C), expected[name]), name
     assert torch.equal(D.edt_batch(masks), expected_edt)
     assert torch.equal(expected_edt[2], D.border_distance(masks.shape[1:]))  # a full mask
+
+
+def test_runner_asks_for_the_maps_of_the_configured_loss(tmp_path, data_root, monkeypatch):
+    """``bench.run`` hands the Trainer the maps that the loss's hyper-parameters select."""
+    from helpers import TINY, make_cfg
+
+    import bench.run
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(cfg, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(bench.run, "Trainer", fake_trainer)
+    overrides = ["+loss=region_wise", "loss.params.rw_map=signed", "+data=synthetic", *TINY]
+    cfg = make_cfg(overrides, data_root=data_root, output_dir=tmp_path)
+    with pytest.raises(Stop):
+        bench.run.run(cfg, tmp_path / "r", "r")
+    assert seen["loss_maps"] == ("signed_distance",) and seen["loss_inputs"] == ()
