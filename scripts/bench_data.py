@@ -157,8 +157,10 @@ BREAKDOWN_NOTE = (
     "only the crop (`datasets.transforms.scale_crop`). What is left is normalising the whole image "
     "in `load` before the crop (its row above): warping the uint8 photo and normalising only the crop "
     "would save most of that row; it changes `load`'s contract (normalised float images), which the "
-    "evaluation path also uses, and is left as the next step. The loader's answer to the GPU's demand "
-    "is more workers: `scripts/gpu_check.py` reports the `num_workers` that keeps up.\n"
+    "evaluation path also uses, and is left as the next step. Of the target maps, `label_distance` is "
+    "one multi-label EDT per crop; the per-class maps (`signed_distance`, `unsigned_distance`) take one "
+    "EDT per class present, several times the sample's own cost: the loader's answer to the GPU's "
+    "demand is more workers, and `scripts/gpu_check.py` reports the `num_workers` that keeps up.\n"
 )
 
 
