@@ -3,9 +3,9 @@
 Distance maps come from :mod:`losses.distance` (exact EDT, computed from the target of the current —
 possibly augmented and cropped — batch; maps are in pixels). A loss declares the maps of the target
 it needs (``maps=`` in its registration); the runner has them made in the loader workers and passes
-them as keyword arguments, and a loss called without them computes them itself, with the same values. Ignored
-pixels belong to no class, so for the maps they are background of every class; they never enter a
-loss value or gradient. Binary-in-the-original losses are applied one-vs-rest to every class.
+them as keyword arguments; called without them, a loss computes them itself, with the same values.
+Ignored pixels belong to no class, so for the maps they are background of every class; they never
+enter a loss value or gradient. Binary-in-the-original losses are applied one-vs-rest to every class.
 """
 
 from __future__ import annotations
