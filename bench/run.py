@@ -297,6 +297,7 @@ def _run(
             loss_fn=loss_fn,
             loss_name=cfg.loss.name,
             loss_inputs=info.inputs,
+            loss_maps=info.gt_maps(OmegaConf.to_container(cfg.loss.params, resolve=True)),
             train_set=train_set,
             device=device,
             seed=int(cfg.seed),

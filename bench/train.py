@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datasets.base import worker_init
+from datasets.gt_maps import WithGTMaps
 
 from .record import TMP
 
@@ -221,6 +222,7 @@ class Trainer:
         loss_name: str,
         loss_inputs: tuple[str, ...],
         train_set: Dataset,
+        loss_maps: tuple[str, ...] = (),
         device: torch.device,
         seed: int,
         ckpt_dir: Path,
@@ -235,6 +237,7 @@ class Trainer:
         self.max_steps = int(cfg["max_steps"])
         self.batch_size = int(cfg["batch_size"])
         self.loss_fn, self.loss_name, self.loss_inputs = loss_fn.to(device), loss_name, loss_inputs
+        self.loss_maps = tuple(loss_maps)  # target maps the loss takes, made in the loader workers
         self.train_set, self.num_workers = train_set, num_workers
         self.evaluate, self.log = evaluate, log
         self.rank, self.world = rank, world
@@ -318,7 +321,7 @@ class Trainer:
             world=self.world,
         )
         loader = DataLoader(
-            self.train_set,
+            WithGTMaps(self.train_set, self.loss_maps) if self.loss_maps else self.train_set,
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -373,7 +376,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.forward(image)
             ctx = {**out, "progress": self.step / self.max_steps}
-            loss = self.loss_fn(out["logits"], target, **{k: ctx[k] for k in self.loss_inputs})
+            maps = {k: batch[k].to(self.device, non_blocking=True) for k in self.loss_maps}
+            loss = self.loss_fn(out["logits"], target, **{k: ctx[k] for k in self.loss_inputs}, **maps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.get("grad_clip"):

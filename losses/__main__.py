@@ -1,5 +1,5 @@
-"""``python -m losses``: the registered losses as a Markdown table (name, category, origin, how they
-compare with the authors' code, reference)."""
+"""``python -m losses``: the registered losses as a Markdown table (name, category, origin, extra
+inputs and loader-made target maps, how they compare with the authors' code, reference)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ def table() -> str:
         for name in list_losses(category=category):
             info = loss_info(name)
             hp = ", ".join(f"{k}={v}" for k, v in info.hparams.items()) or "–"
-            extra = ", ".join(info.inputs) + (" (distance maps)" if info.needs_distance_maps else "")
+            maps = info.gt_maps()  # target maps the loader can make (with the default hyper-parameters)
+            extra = ", ".join((*info.inputs, *(f"map:{m}" for m in maps)))
+            if info.needs_distance_maps and not maps:
+                extra += " (distance maps in the step)"
             lines.append(
                 f"| `{name}` | {category} | {'yes' if info.survey else 'extra'} | {info.original} | "
                 f"{extra.strip() or '–'} | {hp} | {AUTHORS_CODE.get(name, '–')} | {info.reference} |"

@@ -1,9 +1,11 @@
 """Boundary-level losses (survey §2.3) and the distance-map-weighted cross-entropy (§2.1.4).
 
-Distance maps come from :mod:`losses.distance` (exact EDT, one batched call per step, computed from
-the target of the current — possibly augmented and cropped — batch; maps are in pixels). Ignored
-pixels belong to no class, so for the maps they are background of every class; they never enter a
-loss value or gradient. Binary-in-the-original losses are applied one-vs-rest to every class.
+Distance maps come from :mod:`losses.distance` (exact EDT, computed from the target of the current —
+possibly augmented and cropped — batch; maps are in pixels). A loss declares the maps of the target
+it needs (``maps=`` in its registration); the runner has them made in the loader workers and passes
+them as keyword arguments; called without them, a loss computes them itself, with the same values.
+Ignored pixels belong to no class, so for the maps they are background of every class; they never
+enter a loss value or gradient. Binary-in-the-original losses are applied one-vs-rest to every class.
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import SegLoss, masked_mean
-from .distance import edt_batch, label_distance, signed_distance_maps, unsigned_distance_maps
+from .distance import GT_MAPS, edt_batch, unsigned_distance_maps
 from .pixel import CrossEntropyLoss
 from .region import DiceLoss, GeneralizedDiceLoss
 from .registry import register_loss
+
+
+def _given(value: Tensor | None, name: str, target: Tensor, num_classes: int) -> Tensor:
+    """The target map ``name`` as passed in (made in the loader workers), else computed here."""
+    if value is None:
+        return GT_MAPS[name](target, num_classes)
+    value = value.to(target.device)
+    if value.shape[0] != target.shape[0] or value.shape[-2:] != target.shape[-2:]:
+        raise ValueError(f"map {name!r} has shape {list(value.shape)}, target {list(target.shape)}")
+    return value
 
 
 def _class_max(values: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -35,6 +47,7 @@ def _class_max(values: Tensor, target: Tensor, num_classes: int) -> Tensor:
     reference="Calivá, Iriondo, Martinez, Majumdar, Pedoia. Distance Map Loss Penalty Term for "
     "Semantic Segmentation. MIDL 2019",
     needs_distance_maps=True,
+    maps=("label_distance",),
     ranges={"decay": (0, None)},
 )
 class DistanceMapCELoss(SegLoss):
@@ -56,10 +69,10 @@ class DistanceMapCELoss(SegLoss):
         super().__init__(num_classes, ignore_index)
         self.decay = float(decay)
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor, label_distance: Tensor | None = None) -> Tensor:
         valid = self.valid(target)
         with torch.no_grad():
-            d = label_distance(target) - 1
+            d = _given(label_distance, "label_distance", target, self.num_classes) - 1
             dmax = _class_max(d, target, self.num_classes)
             idx = torch.where(valid, target, self.num_classes).flatten(1)
             norm = dmax.gather(1, idx).view_as(d).clamp_min(1)
@@ -76,7 +89,9 @@ class DistanceMapCELoss(SegLoss):
     original="binary",
     needs_distance_maps=True,
     inputs=("progress",),
+    maps=("signed_distance",),
     ranges={"alpha": (0, None), "rate": (0, None), "region_floor": (0, 1)},
+    choices={"region": ("gdl", "dice")},
 )
 class BoundaryLoss(SegLoss):
     """Boundary (surface) loss ``mean(softmax · φ_G)`` plus a regional loss, rebalanced over training.
@@ -122,11 +137,13 @@ class BoundaryLoss(SegLoss):
             raise ValueError(f"loss 'boundary': progress={progress!r} must be in [0, 1]")
         return max(self.region_floor, 1 - self.rate * progress), self.alpha + self.rate * progress
 
-    def forward(self, logits: Tensor, target: Tensor, progress: float) -> Tensor:
+    def forward(
+        self, logits: Tensor, target: Tensor, progress: float, signed_distance: Tensor | None = None
+    ) -> Tensor:
         w_region, w_boundary = self.weights(float(progress))
         valid, p = self.valid(target), self.probs(logits, target)
         with torch.no_grad():
-            phi = signed_distance_maps(target, self.num_classes)
+            phi = _given(signed_distance, "signed_distance", target, self.num_classes)
             if self.normalize:
                 phi = phi / math.hypot(*target.shape[1:])
         l_boundary = masked_mean((p * phi).sum(1), valid) / self.num_classes
@@ -140,6 +157,7 @@ class BoundaryLoss(SegLoss):
     "Convolutional Neural Networks. IEEE TMI 2020",
     original="binary",
     needs_distance_maps=True,
+    maps=("unsigned_distance",),
     ranges={"alpha": (0, None), "dice_weight": (0, None)},
 )
 class HausdorffDTLoss(SegLoss):
@@ -174,7 +192,7 @@ class HausdorffDTLoss(SegLoss):
         self.dice = DiceLoss(num_classes, ignore_index, include_background=include_background)
         self.register_buffer("running", torch.zeros(2), persistent=False)  # EMA of (L_HD, L_DSC)
 
-    def hd_term(self, logits: Tensor, target: Tensor) -> Tensor:
+    def hd_term(self, logits: Tensor, target: Tensor, unsigned_distance: Tensor | None = None) -> Tensor:
         valid = self.valid(target)
         p = self.probs(logits, target)
         g = self.one_hot(target)
@@ -183,13 +201,13 @@ class HausdorffDTLoss(SegLoss):
             pred = torch.where(valid & (top > 0.5), arg, self.num_classes)
             dist = (
                 unsigned_distance_maps(pred, self.num_classes) ** self.alpha
-                + unsigned_distance_maps(target, self.num_classes) ** self.alpha
+                + _given(unsigned_distance, "unsigned_distance", target, self.num_classes) ** self.alpha
             )
         per_class = ((p - g) ** 2 * dist).sum((2, 3)) / valid.sum((1, 2)).clamp_min(1)[:, None]
         return per_class[:, self.first :].mean()
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        hd = self.hd_term(logits, target)
+    def forward(self, logits: Tensor, target: Tensor, unsigned_distance: Tensor | None = None) -> Tensor:
+        hd = self.hd_term(logits, target, unsigned_distance)
         if self.dice_weight == 0:
             return hd
         dice = self.dice(logits, target)
@@ -211,6 +229,7 @@ BOUNDARY_AWARE_BINS = 5
     original="binary",
     needs_distance_maps=True,
     inputs=("aux",),
+    maps=("label_distance",),
     aux_channels=BOUNDARY_AWARE_BINS,
     ranges={"truncation": (1, None), "weight": (0, None)},
 )
@@ -236,13 +255,16 @@ class BoundaryAwareLoss(SegLoss):
         self.truncation, self.weight = float(truncation), float(weight)
         self.ce = CrossEntropyLoss(num_classes, ignore_index)
 
-    def distance_bins(self, target: Tensor) -> Tensor:
+    def distance_bins(self, target: Tensor, label_distance: Tensor | None = None) -> Tensor:
         """``[B,H,W]`` int64 bin index of the truncated distance map, in ``[0, K)``."""
         k = BOUNDARY_AWARE_BINS
-        d = label_distance(target).ceil().clamp(max=self.truncation)
+        d = _given(label_distance, "label_distance", target, self.num_classes)
+        d = d.ceil().clamp(max=self.truncation)
         return ((d * k / self.truncation).ceil() - 1).clamp(0, k - 1).long()
 
-    def forward(self, logits: Tensor, target: Tensor, aux: Tensor) -> Tensor:
+    def forward(
+        self, logits: Tensor, target: Tensor, aux: Tensor, label_distance: Tensor | None = None
+    ) -> Tensor:
         b, _, h, w = logits.shape
         if aux.shape != (b, BOUNDARY_AWARE_BINS, h, w):
             raise ValueError(
@@ -250,7 +272,11 @@ class BoundaryAwareLoss(SegLoss):
                 f"{[b, BOUNDARY_AWARE_BINS, h, w]}, got {list(aux.shape)}"
             )
         with torch.no_grad():
-            bins = F.one_hot(self.distance_bins(target), BOUNDARY_AWARE_BINS).permute(0, 3, 1, 2).float()
+            bins = (
+                F.one_hot(self.distance_bins(target, label_distance), BOUNDARY_AWARE_BINS)
+                .permute(0, 3, 1, 2)
+                .float()
+            )
         bce = F.binary_cross_entropy_with_logits(aux.float(), bins, reduction="none").sum(1)
         return self.ce(logits, target) + self.weight * masked_mean(bce, self.valid(target))
 
@@ -599,6 +625,8 @@ class ConditionalBoundaryLoss(SegLoss):
     category="boundary",
     reference="Valverde, Tohka. Region-wise loss for biomedical image segmentation. Pattern Recognition 2023",
     needs_distance_maps=True,
+    maps=lambda hp: ("signed_distance",) if hp["rw_map"] == "signed" else ("label_distance",),
+    choices={"rw_map": ("rrw", "signed")},
 )
 class RegionWiseLoss(SegLoss):
     """Region-wise loss ``mean(softmax · Z)`` with rectified region-wise (RRW) maps Z by default.
@@ -618,15 +646,21 @@ class RegionWiseLoss(SegLoss):
         self.rw_map = rw_map
 
     @torch.no_grad()
-    def maps(self, target: Tensor) -> Tensor:
-        """The RW maps ``[B,C,H,W]`` of a target."""
+    def maps(self, target: Tensor, given: Tensor | None = None) -> Tensor:
+        """The RW maps ``[B,C,H,W]`` of a target (from its ``given`` signed or label-distance map)."""
         if self.rw_map == "signed":
-            return signed_distance_maps(target, self.num_classes)
-        d = label_distance(target)
+            return _given(given, "signed_distance", target, self.num_classes)
+        d = _given(given, "label_distance", target, self.num_classes)
         dmax = _class_max(d, target, self.num_classes)[:, : self.num_classes]
         onehot = self.one_hot(target).bool()
         return torch.where(onehot, -d[:, None] / dmax[:, :, None, None].clamp_min(1), 1.0)
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        z = self.maps(target)
+    def forward(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        label_distance: Tensor | None = None,
+        signed_distance: Tensor | None = None,
+    ) -> Tensor:
+        z = self.maps(target, signed_distance if self.rw_map == "signed" else label_distance)
         return masked_mean((self.probs(logits, target) * z).sum(1), self.valid(target)) / self.num_classes

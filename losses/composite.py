@@ -4,7 +4,8 @@
 >>> loss = create_loss("sum", num_classes=9, terms=terms)  # weight: 1 when left out
 
 From the command line: ``+loss=sum 'loss.params.terms=[{name: lovasz, weight: 1}, {name: ce, weight: 1}]'``.
-The composite asks the runner for the union of its terms' runtime inputs (``loss_info("sum", params)``);
+The composite asks the runner for the union of its terms' runtime inputs and target maps
+(``loss_info("sum", params)``);
 terms that need an auxiliary head each get their own slice of its channels, in the order of the terms.
 """
 
@@ -70,13 +71,16 @@ def parse_terms(terms: Any) -> list[tuple[str, float, dict[str, Any]]]:
 
 
 def _specialise(info: LossInfo, params: Mapping[str, Any]) -> LossInfo:
-    """The union of the terms' runtime inputs; auxiliary channels add up."""
-    terms = [loss_info(name, p) for name, _, p in parse_terms(params["terms"])]
+    """The union of the terms' runtime inputs and target maps; auxiliary channels add up."""
+    parsed = parse_terms(params["terms"])
+    terms = [loss_info(name, p) for name, _, p in parsed]
+    maps = (m for t, (_, _, p) in zip(terms, parsed, strict=True) for m in t.gt_maps(p))
     return specialised(
         info,
         inputs=tuple(x for x in RUNTIME_INPUTS if any(x in t.inputs for t in terms)),
         aux_channels=lambda c: sum(t.num_aux_channels(c) for t in terms),
         needs_distance_maps=any(t.needs_distance_maps for t in terms),
+        maps=tuple(dict.fromkeys(maps)),
     )
 
 
@@ -120,7 +124,7 @@ class SumLoss(SegLoss):
         start = 0
         for name, _, params in parsed:
             info = loss_info(name, params)
-            self.inputs.append(info.inputs)
+            self.inputs.append((*info.inputs, *info.gt_maps(params)))
             width = info.num_aux_channels(num_classes) if "aux" in info.inputs else 0
             self.aux_slices.append(slice(start, start + width) if width else None)
             start += width
@@ -131,8 +135,9 @@ class SumLoss(SegLoss):
 
     @staticmethod
     def term_inputs(inputs: dict[str, Any], wanted: tuple[str, ...], aux: slice | None) -> dict[str, Any]:
-        """The runtime inputs one term declares (its slice of ``aux``)."""
-        out = {k: inputs[k] for k in wanted if k != "aux"}
+        """The runtime inputs and target maps one term declares (its slice of ``aux``); maps the
+        caller did not pass are left to the term, which computes them."""
+        out = {k: inputs[k] for k in wanted if k != "aux" and k in inputs}
         if aux is not None:
             out["aux"] = inputs["aux"][:, aux]
         return out

@@ -14,9 +14,13 @@ belong to no class, so for every class they count as background.
 
 Backends: CPU tensors use the ``edt`` package (exact, float32, threads = ``torch.get_num_threads()``;
 its ``black_border=False`` is scipy's border rule) and fall back to scipy when ``edt`` is missing.
-CUDA tensors use cupyx (or cuCIM) when importable; otherwise they are copied to the CPU and back,
-which synchronises the stream. Results are float32 tensors on the input's device, never part of a
-graph.
+CUDA tensors use cupyx (or cuCIM) when importable (``pip install -e '.[gpu]'``; tensors shared by
+DLPack, kernels on torch's current stream); otherwise they are copied to the CPU and back, which
+synchronises the stream. Results are float32 tensors on the input's device, never part of a graph.
+
+Ground-truth maps: :data:`GT_MAPS` names the maps of a *target* that losses declare
+(``register_loss(..., maps=...)``) so that the data pipeline can make them in the loader workers
+(``datasets.gt_maps``); :func:`gt_maps` computes them, the same function either way.
 """
 
 from __future__ import annotations
@@ -82,8 +86,13 @@ def _edt(mask: Tensor, spacing: tuple[float, ...]) -> Tensor:
 
         stream = torch.cuda.current_stream(mask.device).cuda_stream
         with cupy.cuda.Device(mask.device.index), cupy.cuda.ExternalStream(stream):
-            d = _GPU_EDT(cupy.asarray(mask), sampling=spacing, float64_distances=False)
-        return torch.as_tensor(d, device=mask.device)
+            # shared, not copied, both ways (DLPack); cupy's kernels run on torch's current stream
+            d = _GPU_EDT(
+                cupy.from_dlpack(mask.contiguous().view(torch.uint8)),
+                sampling=spacing,
+                float64_distances=False,
+            )
+            return torch.from_dlpack(d.astype(cupy.float32, copy=False))
     m = mask.numpy()
     if _edt_lib is not None:
         d = _edt_lib.edt(m, anisotropy=spacing, black_border=False, parallel=torch.get_num_threads())
@@ -97,6 +106,19 @@ def _workspace(x: Tensor) -> Tensor:
     return x if x.is_cuda and _GPU_EDT is not None else x.cpu()
 
 
+def _dense(x: Tensor) -> bool:
+    """Whether the maps of ``x`` take the path without host syncs: no branch on the data, one EDT per
+    possible class, degenerate masks fixed on the device (CUDA; tests switch it on for the CPU)."""
+    return x.is_cuda
+
+
+def _any_edt(mask: Tensor, spacing: tuple[float, ...]) -> Tensor:
+    """EDT of any mask without a host sync: empty → zeros, full → the border distance."""
+    flat = mask.flatten()
+    border = border_distance(mask.shape, spacing, mask.device)
+    return torch.where(flat.all(), border, torch.where(flat.any(), _edt(mask, spacing), 0.0))
+
+
 @torch.no_grad()
 def edt_batch(masks: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
     """Distance of each True pixel to the nearest False pixel, per mask: bool ``[N,H,W]`` or
@@ -105,6 +127,8 @@ def edt_batch(masks: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
     _check(masks, "masks")
     sp = _spacing(spacing, masks.dim() - 1)
     work = _workspace(masks.bool())
+    if _dense(work):
+        return torch.stack([_any_edt(m, sp) for m in work]).to(masks.device)
     out = torch.zeros(work.shape, dtype=torch.float32, device=work.device)
     flat = work.flatten(1)
     for i, (some, every) in enumerate(zip(flat.any(1).tolist(), flat.all(1).tolist(), strict=True)):
@@ -116,14 +140,25 @@ def edt_batch(masks: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def label_distance(labels: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
+def label_distance(
+    labels: Tensor, spacing: Sequence[float] | None = None, num_classes: int | None = None
+) -> Tensor:
     """Distance of every pixel to the nearest pixel with a different label, per image: int ``[B,*S]``
     → float32 ``[B,*S]``. At a pixel of class c this is the EDT of class c's mask ("inside"
     distance; 1 on the region's rim). An image holding a single label gives the border distance.
-    One multi-label ``edt`` call per image on CPU; one EDT per label present on CUDA."""
+    One multi-label ``edt`` call per image on CPU; on CUDA one EDT per label present, or, given
+    ``num_classes``, without host syncs, one per class in ``[0, num_classes)`` and one for all other
+    values together (the same map unless two different out-of-range values touch)."""
     _check(labels, "labels")
     sp = _spacing(spacing, labels.dim() - 1)
     work = _workspace(labels)
+    if num_classes is not None and _dense(work):
+        other = (work < 0) | (work >= num_classes)
+        out = torch.zeros(work.shape, dtype=torch.float32, device=work.device)
+        for b in range(work.shape[0]):
+            for m in [*(work[b] == c for c in range(num_classes)), other[b]]:
+                out[b] = torch.where(m, _any_edt(m, sp), out[b])
+        return out.to(labels.device)
     out = torch.empty(work.shape, dtype=torch.float32, device=work.device)
     for b in range(work.shape[0]):
         lab = work[b]
@@ -150,8 +185,15 @@ def _class_maps(
     _check(labels, "labels")
     sp = _spacing(spacing, labels.dim() - 1)
     work = _workspace(labels)
-    inside = label_distance(work, sp)
+    inside = label_distance(work, sp, num_classes)
     out = torch.zeros((work.shape[0], num_classes, *work.shape[1:]), dtype=torch.float32, device=work.device)
+    if _dense(work):  # every class, absent ones zeroed on the device
+        for b in range(work.shape[0]):
+            for c in range(num_classes):
+                mask = work[b] == c
+                combined = combine(mask, inside[b], _any_edt(~mask, sp))
+                out[b, c] = torch.where(mask.any(), combined, 0.0)
+        return out.to(labels.device)
     ids = torch.where((work >= 0) & (work < num_classes), work, num_classes).flatten(1)
     counts = torch.zeros(work.shape[0], num_classes + 1, dtype=torch.long, device=work.device)
     counts = counts.scatter_add_(1, ids, torch.ones_like(ids))[:, :num_classes].tolist()
@@ -183,3 +225,28 @@ def unsigned_distance_maps(
     return _class_maps(
         labels, num_classes, spacing, lambda m, inside, outside: (inside * m + outside) * (~m).any()
     )
+
+
+def _label_distance_map(labels: Tensor, num_classes: int) -> Tensor:
+    return label_distance(labels, num_classes=num_classes)
+
+
+#: Maps of a target ``[B,*S]`` that a loss may declare (``register_loss(maps=...)``), each a function
+#: ``(labels, num_classes) -> float32`` in pixels, computed per image (so a batch of maps is the batch
+#: of the images' maps):
+#: ``label_distance`` ``[B,*S]`` — distance to the nearest pixel of another label (1 on a region's rim);
+#: ``signed_distance`` ``[B,C,*S]`` — Kervadec's signed maps; ``unsigned_distance`` ``[B,C,*S]`` —
+#: distance to each class's boundary on both sides.
+GT_MAPS: dict[str, Callable[[Tensor, int], Tensor]] = {
+    "label_distance": _label_distance_map,
+    "signed_distance": signed_distance_maps,
+    "unsigned_distance": unsigned_distance_maps,
+}
+
+
+def gt_maps(labels: Tensor, names: Sequence[str], num_classes: int) -> dict[str, Tensor]:
+    """The maps ``names`` (keys of :data:`GT_MAPS`) of a batch of label maps ``[B,*S]``."""
+    unknown = sorted(set(names) - set(GT_MAPS))
+    if unknown:
+        raise ValueError(f"unknown ground-truth maps {unknown}; known: {sorted(GT_MAPS)}")
+    return {name: GT_MAPS[name](labels, num_classes) for name in names}

@@ -27,6 +27,10 @@ CATEGORIES: tuple[str, ...] = ("pixel", "region", "boundary", "combination")
 #: ``progress`` — training progress in [0, 1] (step / max_steps), for weight schedules.
 RUNTIME_INPUTS: tuple[str, ...] = ("aux", "features", "progress")
 
+#: Maps of the target a loss may declare (``maps=``), computed in the loader workers and passed as
+#: keyword arguments named like them; see ``losses.distance.GT_MAPS``.
+Maps = tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]]
+
 _SKIP = {"self", "num_classes", "ignore_index"}
 
 
@@ -43,6 +47,7 @@ class LossInfo:
     needs_distance_maps: bool = False
     inputs: tuple[str, ...] = ()
     aux_channels: int | Callable[[int], int] = 0
+    maps: Maps = ()
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     summary: str = ""
@@ -69,6 +74,10 @@ class LossInfo:
     def num_aux_channels(self, num_classes: int) -> int:
         return self.aux_channels(num_classes) if callable(self.aux_channels) else self.aux_channels
 
+    def gt_maps(self, hparams: dict[str, Any] | None = None) -> tuple[str, ...]:
+        """The target maps the loss built with ``hparams`` (defaults for the rest) takes as keywords."""
+        return self.maps({**self.hparams, **(hparams or {})}) if callable(self.maps) else self.maps
+
 
 def _as_config(value: Any) -> Any:
     if isinstance(value, list | tuple):
@@ -91,6 +100,7 @@ def register_loss(
     needs_distance_maps: bool = False,
     inputs: tuple[str, ...] = (),
     aux_channels: int | Callable[[int], int] = 0,
+    maps: Maps = (),
     ranges: dict[str, tuple[float | None, float | None]] | None = None,
     choices: dict[str, tuple[Any, ...]] | None = None,
     specialise: Callable[[LossInfo, Mapping[str, Any]], LossInfo] | None = None,
@@ -105,6 +115,10 @@ def register_loss(
     unknown = set(inputs) - set(RUNTIME_INPUTS)
     if unknown:
         raise ValueError(f"loss {name!r}: unknown runtime inputs {sorted(unknown)}")
+    from .distance import GT_MAPS
+
+    if not callable(maps) and set(maps) - set(GT_MAPS):
+        raise ValueError(f"loss {name!r}: unknown maps {sorted(set(maps) - set(GT_MAPS))}")
 
     def deco(factory: Callable) -> Callable:
         if name in _REGISTRY:
@@ -120,6 +134,7 @@ def register_loss(
             needs_distance_maps=needs_distance_maps,
             inputs=tuple(inputs),
             aux_channels=aux_channels,
+            maps=maps if callable(maps) else tuple(maps),
             ranges=dict(ranges or {}),
             choices={k: tuple(v) for k, v in (choices or {}).items()},
             specialise=specialise,
@@ -200,7 +215,8 @@ def create_loss(name: str, *, num_classes: int, ignore_index: int = 255, **hpara
     Unknown hyper-parameters and values outside the declared ranges or choices raise ``ValueError``
     naming the field and what to set. The returned module is called as
     ``loss(logits [B,C,H,W], target [B,H,W] int64, **inputs)`` where ``inputs`` are the runtime
-    inputs listed in ``loss_info(name, hparams).inputs``.
+    inputs listed in ``loss_info(name, hparams).inputs`` and, optionally, the target maps of
+    ``loss_info(name, hparams).gt_maps(hparams)`` (computed by the loss when not given).
     """
     info = loss_info(name)
     if num_classes < 1:

@@ -110,6 +110,70 @@ def street_rows(ds: StreetSceneDataset, n: int, reps: int) -> tuple[tuple, tuple
     return whole, aug, [augmented(i)["label"] for i in range(n)]
 
 
+def breakdown(ds: StreetSceneDataset, n: int, reps: int) -> list[tuple[str, str, str]]:
+    """Where one training sample's time goes: PNG decodes, the rest of ``load``, augmentation,
+    ``finalize`` + tensors, and the target maps of the crop (``datasets.gt_maps``)."""
+    from datasets.cityscapes import read_png, read_rgb
+    from datasets.gt_maps import WithGTMaps
+
+    pairs = ds.pairs
+    photo = seconds_per_call(lambda i: read_rgb(pairs[i % len(pairs)][1]), n, reps)
+    label = seconds_per_call(lambda i: read_png(pairs[i % len(pairs)][2]), n, reps)
+    load = seconds_per_call(lambda i: ds.load(i % len(ds)), n, reps)
+    loaded = [ds.load(i) for i in range(len(ds))]
+    augment = seconds_per_call(
+        lambda i: ds.augment(loaded[i % len(loaded)], np.random.default_rng([ds.seed, i])), n, reps
+    )
+    item = seconds_per_call(ds.__getitem__, n, reps)
+    stages = [
+        ("decode the photo PNG (`cv2.imread` + BGR→RGB)", photo),
+        ("decode the label PNG", label),
+        ("rest of `load`: label ids → train ids, normalise the whole image", load - photo - label),
+        ("augmentation: scale-crop warp + flip (`augment`)", augment),
+        ("`finalize`, tensors", item - load - augment),
+    ]
+    rows = [(what, f"{1e3 * t:.1f}", f"{100 * t / item:.0f} %") for what, t in stages]
+    rows.append(("**one training sample** (`dataset[i]`)", f"**{1e3 * item:.1f}**", "100 %"))
+    for maps in (("label_distance",), ("signed_distance",)):
+        wrapped = WithGTMaps(ds, maps)
+        t = seconds_per_call(wrapped.__getitem__, n, reps) - item
+        rows.append(
+            (
+                f"+ target map `{maps[0]}` of the crop (in the worker)",
+                f"{1e3 * t:.1f}",
+                f"+{100 * t / item:.0f} %",
+            )
+        )
+    return rows
+
+
+BREAKDOWN_TITLE = "## Where a Cityscapes training sample's time goes (ms, one worker)"
+BREAKDOWN_NOTE = (
+    "Decoding dominates, and a PNG cannot be decoded in part: its pixels are one zlib stream of "
+    "row-filtered scanlines, so a window needs every row above its last one, and neither OpenCV nor "
+    "Pillow can stop early or skip columns (`IMREAD_REDUCED_*` decodes fully, then shrinks). A random "
+    "512×1024 crop of the rescaled image reaches, on average, well into the image's lower half, so "
+    "stopping at its last row would save little even with a custom decoder. The warp already touches "
+    "only the crop (`datasets.transforms.scale_crop`). What is left is normalising the whole image "
+    "in `load` before the crop (its row above): warping the uint8 photo and normalising only the crop "
+    "would save most of that row; it changes `load`'s contract (normalised float images), which the "
+    "evaluation path also uses, and is left as the next step. Of the target maps, `label_distance` is "
+    "one multi-label EDT per crop; the per-class maps (`signed_distance`, `unsigned_distance`) take one "
+    "EDT per class present, several times the sample's own cost: the loader's answer to the GPU's "
+    "demand is more workers, and `scripts/gpu_check.py` reports the `num_workers` that keeps up.\n"
+)
+
+
+def breakdown_section(rows: list, cmd: str, note: str) -> str:
+    return (
+        f"{BREAKDOWN_TITLE}\n\n`python scripts/bench_data.py {cmd}`, 2048×1024 photos, 1024×512 crops, one "
+        f"thread.{' ' + note if note else ''}\n\n"
+        + markdown(("stage", "ms", "share"), rows)
+        + "\n"
+        + BREAKDOWN_NOTE
+    )
+
+
 def noisy(labels: list[np.ndarray], cfg: dict, i: int) -> np.ndarray:
     return apply_label_noise(labels[i % len(labels)], np.random.default_rng(i), num_classes=19, **cfg)
 
@@ -119,10 +183,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws", type=int, default=24, help="samples per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the best counts")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "perf" / "data.md")
+    parser.add_argument(
+        "--breakdown-only",
+        action="store_true",
+        help="only (re)write the section on where a Cityscapes sample's time goes, keeping the rest",
+    )
+    parser.add_argument("--note", default="", help="a sentence on the machine's load for that section")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     n, reps = args.draws, args.repeats
+    if args.breakdown_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            cases = [f"aachen_{i:06d}_000019" for i in range(6)]
+            write_cityscapes(Path(tmp) / "cityscapes", "train", cases, size=(1024, 2048), cell=64)
+            ds = datasets.build("cityscapes", root=Path(tmp) / "cityscapes", split="train")
+            rows = breakdown(ds, n, reps)
+        section = breakdown_section(rows, f"--breakdown-only --draws {n} --repeats {reps}", args.note)
+        old = args.out.read_text() if args.out.exists() else "# Loader throughput (one worker)\n"
+        kept = old.split("\n" + BREAKDOWN_TITLE)[0].rstrip("\n")
+        args.out.write_text(kept + "\n\n" + section)
+        print(section)
+        return
     whole, augment, noise = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         roots = write_trees(Path(tmp))
@@ -132,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             whole.append((name, *w))
             augment.append((name, *a))
             if name == "cityscapes":
+                stages = breakdown(ds, n, reps)
                 for cfg in NOISE:
                     t = seconds_per_call(partial(noisy, labels, cfg), n, reps)
                     noise.append((", ".join(f"{k}={v}" for k, v in cfg.items()), f"{1e3 * t:.1f}"))
@@ -154,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         + markdown(columns, augment)
         + "\n## Label noise (ms per 1024×512 Cityscapes training crop)\n\n"
         + markdown(("label_noise", "ms"), noise)
+        + "\n"
+        + breakdown_section(stages, f"--draws {n} --repeats {reps}", args.note)
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
