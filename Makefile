@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench clean-demo
+.PHONY: install demo test test-fast lint bench clean-demo
 
 # Creates .venv if missing and installs the project with the test extras, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Development loop: the suite without the end-to-end subprocess runs (marker `slow`).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
