@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .callbacks import write_outcome
-from .identity import mask_text
+from .identity import mask_text, mask_yaml
 from .naming import register_resolvers
 from .record import TMP
 
@@ -120,13 +120,13 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def mask_files(paths: list[Path]) -> None:
-    """Rewrite text files whose content shows a secret-looking ``key=value``/``key: value`` pair."""
+    """Rewrite YAML files (Hydra's saved configs) that hold a secret-looking value, masked."""
     for path in paths:
         try:
             text = path.read_text()
         except (FileNotFoundError, UnicodeDecodeError):
             continue
-        masked = mask_text(text)
+        masked = mask_yaml(text)
         if masked != text:
             tmp = path.with_name(f".{path.name}.masked{TMP}")
             tmp.write_text(masked)

@@ -48,10 +48,15 @@ def is_secret(key: str) -> bool:
     return any(part in last for part in SECRET_PARTS)
 
 
+#: values that hold no secret (``exclude_keys: []`` in Hydra's own config is not a credential)
+EMPTY = (None, "", [], {})
+EMPTY_TEXT = ("[]", "{}", "''", '""', "null", "None", "~")
+
+
 def mask(obj: Any) -> Any:
     """Copy of a config (dicts/lists) with the values of secret-looking keys replaced by ``***``."""
     if isinstance(obj, dict):
-        return {k: MASK if is_secret(k) and v is not None else mask(v) for k, v in obj.items()}
+        return {k: MASK if is_secret(k) and obj[k] not in EMPTY else mask(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [mask(v) for v in obj]
     return obj
@@ -59,7 +64,26 @@ def mask(obj: Any) -> Any:
 
 def mask_text(text: str) -> str:
     """``text`` with the values of ``key=value`` / ``key: value`` pairs of secret-looking keys masked."""
-    return _SECRET_PAIR.sub(lambda m: m[1] + MASK, text)
+    return _SECRET_PAIR.sub(lambda m: m[0] if m[2] in EMPTY_TEXT else m[1] + MASK, text)
+
+
+def mask_yaml(text: str) -> str:
+    """A YAML document with secret values masked (:func:`mask`, and :func:`mask_text` inside strings
+    such as Hydra's saved overrides), written back as valid YAML; ``text`` itself when nothing is."""
+    import yaml
+
+    def deep(obj: Any) -> Any:
+        if isinstance(obj, str):
+            return mask_text(obj)
+        if isinstance(obj, dict):
+            return {k: deep(v) for k, v in mask(obj).items()}
+        if isinstance(obj, list):
+            return [deep(v) for v in obj]
+        return obj
+
+    data = yaml.safe_load(text)
+    masked = deep(data)
+    return text if masked == data else yaml.safe_dump(masked, sort_keys=False, allow_unicode=True)
 
 
 _SECRET_PAIR = re.compile(

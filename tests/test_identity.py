@@ -141,3 +141,23 @@ def test_a_held_lock_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path):
         assert lock.stale["pid"] not in (os.getpid(), None)  # the dead holder's record
     finally:
         lock.release()
+
+
+def test_masked_hydra_files_stay_valid_yaml_and_keep_empty_non_secrets():
+    """Hydra's hydra.yaml holds ``exclude_keys: []``: masking it as ``***`` (a YAML alias) broke the
+    file for every reader; empty values are no secrets, and masked values are written as YAML."""
+    import yaml
+
+    from bench.identity import mask_yaml
+
+    text = (
+        "hydra:\n  job:\n    config:\n      override_dirname:\n        exclude_keys: []\n"
+        "  overrides:\n    task:\n    - +logger.api_key=abc123\n    - seed=0\n"
+        "logger:\n  api_key: abc123\n  token: null\n"
+    )
+    data = yaml.safe_load(mask_yaml(text))
+    assert data["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"] == []
+    assert data["hydra"]["overrides"]["task"] == ["+logger.api_key=***", "seed=0"]
+    assert data["logger"] == {"api_key": "***", "token": None}
+    assert "abc123" not in mask_yaml(text)
+    assert mask_yaml("a: 1\n") == "a: 1\n"
