@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .callbacks import write_outcome
+from .callbacks import outcome, write_outcome
 from .identity import mask_text, mask_yaml
 from .naming import register_resolvers
 from .record import TMP
@@ -52,15 +52,6 @@ def check_argv(argv: list[str]) -> str | None:
                 f"`{arg}`: write `+{arg}` — '{m[1]}' is chosen by appending it to the config.\n\n" + usage()
             )
     return None
-
-
-def outcome(record: dict[str, Any], started: str) -> dict[str, Any]:
-    """What a sweep job reports to the sweep summary (``bench.callbacks``)."""
-    earlier = str(record.get("updated", "")) < started
-    reason = record.get("error")
-    if earlier and record.get("status") == "failed":
-        reason = f"{reason} (failed in an earlier launch; retry_failed=true re-runs it)"
-    return {"status": record.get("status") or "no record", "reason": reason, "skipped": earlier}
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")

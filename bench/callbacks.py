@@ -24,6 +24,15 @@ def write_outcome(sweep_dir: Path, run_name: str, outcome: dict[str, Any]) -> No
     write_json_atomic(folder / f"{run_name}.json", {"run": run_name, **outcome})
 
 
+def outcome(record: dict[str, Any], started: str) -> dict[str, Any]:
+    """What a sweep job reports to the sweep summary (``bench.callbacks``)."""
+    earlier = str(record.get("updated", "")) < started
+    reason = record.get("error")
+    if earlier and record.get("status") == "failed":
+        reason = f"{reason} (failed in an earlier launch; retry_failed=true re-runs it)"
+    return {"status": record.get("status") or "no record", "reason": reason, "skipped": earlier}
+
+
 def read_outcomes(sweep_dir: Path, since: float) -> list[dict[str, Any]]:
     """The outcomes written since ``since`` (epoch seconds), sorted by run name."""
     out = []

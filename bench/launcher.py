@@ -36,6 +36,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
+from .callbacks import outcome, write_outcome
 from .record import RECORD, now, read_record, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def mark_failed(run_dir: Path, error: str) -> None:
     record = dict(record or {"name": run_dir.name, "run_dir": str(run_dir)})
     record.update(status="failed", error=error, updated=now())
     write_json_atomic(run_dir / RECORD, record)
+    write_outcome(run_dir.parent, run_dir.name, {"status": "failed", "reason": error})  # the summary
 
 
 def seconds_left(job_id: str) -> float | None:
@@ -198,6 +200,7 @@ class SlurmLauncher(BaseSubmititLauncher):
         if message is None:
             return None, run_dir.name
         print(f"[bench] {run_dir.name}: {message}")
+        write_outcome(run_dir.parent, run_dir.name, outcome(record, now()))  # counted by the summary
         return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=record), run_dir.name
 
     def _result(self, job, overrides: list[str], run_name: str) -> JobReturn:
