@@ -81,7 +81,10 @@ def mask_yaml(text: str) -> str:
             return [deep(v) for v in obj]
         return obj
 
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:  # not plain YAML: mask pairs in the text
+        return mask_text(text)
     masked = deep(data)
     return text if masked == data else yaml.safe_dump(masked, sort_keys=False, allow_unicode=True)
 
