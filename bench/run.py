@@ -88,6 +88,12 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     return redact(OmegaConf.to_container(cfg, resolve=True))
 
 
+def same_run(record: dict[str, Any], fp: str) -> bool:
+    """True when ``record`` is of the config with fingerprint ``fp`` (records written before
+    fingerprints existed are fingerprinted from their stored config)."""
+    return (record.get("fingerprint") or fingerprint(record.get("config") or {})) == fp
+
+
 def skip_reason(cfg: DictConfig, previous: dict | None, run_dir: Path, fp: str | None = None) -> str | None:
     """Why the run in ``run_dir`` is not run again, or None: its record is of this very config
     (same fingerprint) and says completed, or failed without ``retry_failed``; ``force`` runs it.
@@ -97,7 +103,7 @@ def skip_reason(cfg: DictConfig, previous: dict | None, run_dir: Path, fp: str |
     if previous is None or cfg.force:
         return None
     fp = fp or fingerprint(run_config(cfg))
-    if (previous.get("fingerprint") or fingerprint(previous.get("config") or {})) != fp:
+    if not same_run(previous, fp):
         return None
     status = previous.get("status")
     if status == "completed":
@@ -159,10 +165,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
                 print(f"[bench] {run_name}: force=true, starting from scratch; the old run is in {moved}")
             previous = None
         else:
-            if previous is not None:
-                old_fp = previous.get("fingerprint") or fingerprint(previous.get("config") or {})
-                if old_fp != fp:
-                    raise RunRefused(refusal(run_dir, previous.get("config"), config, "a run"))
+            if previous is not None and not same_run(previous, fp):
+                raise RunRefused(refusal(run_dir, previous.get("config"), config, "a run"))
             message = skip_reason(cfg, previous, run_dir, fp)
             if message is not None:
                 print(f"[bench] {run_name}: {message}")

@@ -13,13 +13,12 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TINY, bench_cli, records
+from helpers import ROOT, TINY, bench_cli, bench_popen, records
 from omegaconf import OmegaConf
 
 from bench.train import Interrupted, NonFiniteLoss
@@ -29,11 +28,16 @@ LONG = [*TINY, "trainer.max_steps=40", "trainer.log_every=2", "trainer.ckpt_ever
 CPU = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
 
 
+def slurm_vars() -> dict[str, str]:
+    """What the tests add to the environment: this checkout first, the local cluster's config."""
+    extra = {"PYTHONPATH": str(ROOT)}
+    if "SLURM_CONF" not in os.environ and LOCAL_CONF.exists():
+        extra["SLURM_CONF"] = str(LOCAL_CONF)
+    return extra
+
+
 def slurm_env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if "SLURM_CONF" not in env and LOCAL_CONF.exists():
-        env["SLURM_CONF"] = str(LOCAL_CONF)
-    return env
+    return {**os.environ, **slurm_vars()}
 
 
 def cluster_problem() -> str | None:
@@ -68,21 +72,7 @@ def slurm(*args: str, check: bool = True) -> str:
 
 
 def launch(args: list[str], tmp: Path) -> subprocess.Popen:
-    env = {
-        **slurm_env(),
-        "SEGLOSS_OUTPUT": str(tmp / "out"),
-        "SEGLOSS_DATA": str(tmp / "data"),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench", "-m", *CPU, *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return bench_popen(["-m", *CPU, *args], tmp, env=slurm_vars())
 
 
 def finish(proc: subprocess.Popen, timeout: int = 300) -> tuple[int, str]:
