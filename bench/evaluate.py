@@ -27,7 +27,7 @@ from datasets.base import die_with_parent, worker_init
 
 from .distributed import all_reduce_sum, gather_lists
 from .metrics import confusion_matrix
-from .protocols import BOUNDARY_DILATION_RATIO, NSD_TOLERANCE, PROTOCOLS, score_case, summarize
+from .protocols import BOUNDARY_DILATION_RATIO, NSD_TOLERANCE, get_protocol, score_case, summarize
 
 
 class _Inline(Executor):
@@ -82,8 +82,7 @@ def evaluate(
     Under DDP each rank predicts its shard of whole cases; the confusion matrix is summed and the
     per-case rows gathered (in dataset order), so every rank returns the same metrics."""
     for protocol in protocols:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"data.protocol={protocol!r} is not one of {PROTOCOLS}")
+        get_protocol(protocol)
     if len(dataset) == 0:
         raise ValueError(f"the evaluation split {dataset.split!r} is empty")
     num_classes = dataset.num_classes
@@ -134,6 +133,7 @@ def evaluate(
                         connectivity=connectivity,
                         nsd_tolerance=nsd_tolerance,
                         dilation_ratio=dilation_ratio,
+                        ignore_index=IGNORE_INDEX,
                     )
                     for protocol in protocols
                 ],
