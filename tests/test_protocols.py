@@ -13,7 +13,15 @@ import torch
 from medpy.metric import binary as medpy_binary
 
 from bench.metrics import confusion_matrix, diagonal
-from bench.protocols import NSD_TOLERANCE, list_protocols, metric_settings, score_case, summarize, units_for
+from bench.protocols import (
+    NSD_TOLERANCE,
+    get_protocol,
+    list_protocols,
+    metric_settings,
+    score_case,
+    summarize,
+    units_for,
+)
 from datasets import IGNORE_INDEX
 
 NAN = math.nan
@@ -256,6 +264,31 @@ def test_units_follow_the_protocol():
     assert units_for("transunet", SPACING) == "voxel"
 
 
+def test_protocols_are_registered_objects_holding_their_rules():
+    assert list_protocols() == ["default", "transunet", "cityscapes"]
+    default, transunet, city = (get_protocol(n) for n in list_protocols())
+    assert [p.headline for p in (default, transunet, city)] == ["dsc", "dsc", "iou"]
+    assert [p.scores for p in (default, transunet, city)] == [
+        ("dsc", "iou", "hd95", "nsd", "assd"),
+        ("dsc", "iou", "hd95"),
+        ("dsc", "iou", "hd95", "biou"),
+    ]
+    assert (default.empty_rule.excluded, default.empty_rule.penalised) == (("both",), ("pred", "gt"))
+    assert (transunet.empty_rule.excluded, transunet.empty_rule.penalised) == ((), ("both", "pred", "gt"))
+    assert city.empty_rule == default.empty_rule
+    assert [(p.voxel_units, p.dataset_iou, p.boundary_iou) for p in (default, transunet, city)] == [
+        (False, False, False),
+        (True, False, False),
+        (False, True, True),
+    ]
+
+
+def test_an_unknown_protocol_error_names_the_key_the_value_and_the_choices():
+    message = r"protocol 'nnunet' \(data.protocol\); choose one of default, transunet, cityscapes"
+    with pytest.raises(ValueError, match=message):
+        get_protocol("nnunet")
+
+
 def row(case, c, dsc, iou, hd, empty="none", **extra):
     return {
         "case": case,
@@ -306,6 +339,23 @@ def test_summarize_means_counts_and_per_class_on_hand_made_rows():
     )
     assert out["empty"] == {"excluded": 2, "penalised": 2, "both": 2, "pred": 1, "gt": 1}
     assert out["per_case"] == ROWS and "confusion" not in out
+    assert out["subsets"] == {}
+
+
+def test_summarize_subset_means_skip_nan_and_classes_without_rows():
+    subsets = {"Organs": [1, 2, 3], "Liver": [1], "Background": [0]}
+    out = summarize("default", ROWS, class_names=NAMES, units="mm", subsets=subsets)
+    organs = out["subsets"]["organs"]  # spleen is NaN (its one row excluded): the mean of liver and kidney
+    assert organs["classes"] == ["liver", "kidney", "spleen"]
+    assert set(organs) == {"classes", "dsc", "iou", "hd95", "nsd", "assd"}
+    assert (organs["dsc"], organs["hd95"]) == pytest.approx(((1.4 / 3 + 0.45) / 2, (112 / 3 + 46) / 2))
+    liver = out["per_class"]["liver"]
+    assert out["subsets"]["liver"] == {"classes": ["liver"], **{k: liver[k] for k in out["mean"]}}
+    assert math.isnan(out["subsets"]["background"]["dsc"])  # no row of background at all
+    with pytest.raises(
+        ValueError, match=r"class subset 'Far' holds class id\(s\) \[7\] outside the 4 classes"
+    ):
+        summarize("default", ROWS, class_names=NAMES, units="mm", subsets={"Far": [1, 7]})
 
 
 def test_summarize_transunet_counts_every_rule_set_row_and_reports_voxels():
