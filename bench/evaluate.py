@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -37,8 +37,14 @@ from .distributed import all_reduce_sum, gather_lists
 from .metrics import confusion_matrix
 from .protocols import BOUNDARY_DILATION_RATIO, NSD_TOLERANCE, get_protocol, score_case, summarize
 
-#: one predicted item: (case id, slice index, prediction [H,W] uint8, label [H,W] int64)
-Item = tuple[str, int, np.ndarray, np.ndarray]
+
+class Item(NamedTuple):
+    """One predicted item: its case id, slice index, prediction ``[H,W]`` uint8 and label ``[H,W]``."""
+
+    case: str
+    index: int
+    pred: np.ndarray
+    label: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -127,23 +133,23 @@ def predictions(
         label = batch["label"].to(device, non_blocking=True)
         pred = predict_batch(model, image, label.shape[-2:], amp=amp, channels_last=channels_last)
         confusion += confusion_matrix(pred, label, confusion.shape[0], ignore_index=IGNORE_INDEX)
-        yield from zip(
+        columns = (
             batch["case"],
             batch["index"].tolist(),
             pred.to(torch.uint8).cpu().numpy(),
             label.cpu().numpy(),
-            strict=True,
         )
+        yield from map(Item._make, zip(*columns, strict=True))
 
 
 def reassemble(items: Iterable[Item], positions: Iterable[int], *, volumetric: bool) -> Iterator[Case]:
     """Group contiguous items of one case into a :class:`Case`; ``positions``: the dataset index of
     each item. A volumetric case's slices are stacked in slice-index order."""
     located = zip(positions, items, strict=True)
-    for name, group in itertools.groupby(located, key=lambda item: item[1][0]):
+    for name, group in itertools.groupby(located, key=lambda pair: pair[1].case):
         members = list(group)
-        slices = sorted((item for _, item in members), key=lambda item: item[1])
-        pred, gt = np.stack([s[2] for s in slices]), np.stack([s[3] for s in slices])
+        slices = sorted((item for _, item in members), key=lambda item: item.index)
+        pred, gt = np.stack([s.pred for s in slices]), np.stack([s.label for s in slices])
         if not volumetric:
             pred, gt = pred[0], gt[0]
         yield Case(members[0][0], name, pred, gt)

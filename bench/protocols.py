@@ -144,6 +144,8 @@ def register_protocol(protocol: Protocol) -> Protocol:
     """Register ``protocol`` under its name (a value of ``data.protocol``)."""
     if protocol.name in _REGISTRY:
         raise ValueError(f"protocol {protocol.name!r} is registered twice")
+    if sorted(protocol.empty_rule.fills) != sorted(EMPTY_KINDS):
+        raise ValueError(f"protocol {protocol.name!r}: its empty-case rule must fill each of {EMPTY_KINDS}")
     if protocol.headline not in protocol.scores:
         raise ValueError(
             f"protocol {protocol.name!r}: headline {protocol.headline!r} is not one of its scores"
