@@ -125,9 +125,9 @@ def _losses() -> tuple[str, ...]:
 
 
 def _protocols() -> tuple[str, ...]:
-    from .protocols import PROTOCOLS
+    from .protocols import list_protocols
 
-    return PROTOCOLS
+    return tuple(list_protocols())
 
 
 def _optimizers() -> tuple[str, ...]:

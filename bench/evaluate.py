@@ -1,20 +1,28 @@
 """Evaluation: predict the test split, reassemble cases, score them with named protocols.
 
-Slices of one case arrive contiguously (the dataset contract); logits are resized to the label's
-native resolution before the argmax. The dataset-level confusion matrix is accumulated on the
-device; per-case metrics (DSC, IoU, HD95, NSD, ASSD with the case's spacing, Boundary IoU counts)
-are computed on the CPU by
+The pieces, in the order data flows through them: :func:`predictions` (one batch at a time: logits
+resized to the label's native resolution before the argmax, the dataset-level confusion matrix
+accumulated on the device), :func:`reassemble` (slices of one case arrive contiguously, the dataset
+contract, and are stacked in slice order), :func:`submit` (per-case metrics — DSC, IoU, HD95, NSD,
+ASSD with the case's spacing, Boundary IoU counts — computed on the CPU by
 ``bench.protocols.score_case``, in worker processes when ``workers > 0``, while the GPU keeps
-predicting the next cases.
+predicting the next cases), :func:`gather` (rows in dataset order, over DDP ranks) and
+``bench.protocols.summarize``.
+
+Besides the protocol's scores, every row carries ``gt_size``: the ground-truth pixels/voxels of its
+class in its case (ignored ones excluded), and every metrics block the means of the dataset's class
+subsets (``subsets``, from its ``eval_subsets``), so tables need no dataset module.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +35,38 @@ from datasets.base import die_with_parent, worker_init
 
 from .distributed import all_reduce_sum, gather_lists
 from .metrics import confusion_matrix
-from .protocols import BOUNDARY_DILATION_RATIO, NSD_TOLERANCE, PROTOCOLS, score_case, summarize
+from .protocols import BOUNDARY_DILATION_RATIO, NSD_TOLERANCE, get_protocol, score_case, summarize
+
+
+class Item(NamedTuple):
+    """One predicted item: its case id, slice index, prediction ``[H,W]`` uint8 and label ``[H,W]``."""
+
+    case: str
+    index: int
+    pred: np.ndarray
+    label: np.ndarray
+
+
+@dataclass(frozen=True)
+class Case:
+    """One reassembled case: the dataset index of its first item, its id, prediction and labels (an
+    image ``[H,W]``, or a volume ``[D,H,W]`` in slice order)."""
+
+    position: int
+    name: str
+    pred: np.ndarray
+    gt: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A case handed to the pool: its position and id, the ground-truth size of each class id and one
+    future per protocol (its rows)."""
+
+    position: int
+    name: str
+    gt_size: np.ndarray
+    rows: list[Future]
 
 
 class _Inline(Executor):
@@ -56,6 +95,99 @@ def resolve_workers(workers: int | str) -> int:
     return int(workers)
 
 
+def make_pool(workers: int) -> Executor:
+    """``workers`` spawned processes that exit with this one, even when it is killed (no orphans);
+    inline scoring otherwise."""
+    if workers > 0:
+        return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent)
+    return _Inline()
+
+
+def predict_batch(
+    model: nn.Module, image: torch.Tensor, size: Sequence[int], *, amp: bool, channels_last: bool
+) -> torch.Tensor:
+    """Predicted labels ``[B,H,W]`` of ``image`` at the label size ``size`` (logits resized first)."""
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    device = image.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        logits = model(image)["logits"]
+    if logits.shape[-2:] != tuple(size):
+        logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.argmax(1)
+
+
+def predictions(
+    model: nn.Module,
+    loader: DataLoader,
+    confusion: torch.Tensor,
+    *,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
+) -> Iterator[Item]:
+    """The loader's items with their predictions, in loader order; adds each batch to ``confusion``
+    (``[K,K]`` on ``device``, in place)."""
+    for batch in loader:
+        image = batch["image"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True)
+        pred = predict_batch(model, image, label.shape[-2:], amp=amp, channels_last=channels_last)
+        confusion += confusion_matrix(pred, label, confusion.shape[0], ignore_index=IGNORE_INDEX)
+        columns = (
+            batch["case"],
+            batch["index"].tolist(),
+            pred.to(torch.uint8).cpu().numpy(),
+            label.cpu().numpy(),
+        )
+        yield from map(Item._make, zip(*columns, strict=True))
+
+
+def reassemble(items: Iterable[Item], positions: Iterable[int], *, volumetric: bool) -> Iterator[Case]:
+    """Group contiguous items of one case into a :class:`Case`; ``positions``: the dataset index of
+    each item. A volumetric case's slices are stacked in slice-index order."""
+    located = zip(positions, items, strict=True)
+    for name, group in itertools.groupby(located, key=lambda pair: pair[1].case):
+        members = list(group)
+        slices = sorted((item for _, item in members), key=lambda item: item.index)
+        pred, gt = np.stack([s.pred for s in slices]), np.stack([s.label for s in slices])
+        if not volumetric:
+            pred, gt = pred[0], gt[0]
+        yield Case(members[0][0], name, pred, gt)
+
+
+def gt_sizes(gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """Ground-truth pixels/voxels of each class id in ``gt`` (``IGNORE_INDEX`` excluded)."""
+    return np.bincount(gt[gt != IGNORE_INDEX].ravel(), minlength=num_classes)
+
+
+def submit(
+    pool: Executor,
+    case: Case,
+    protocols: Sequence[str],
+    *,
+    spacing: Sequence[float] | None,
+    num_classes: int,
+    settings: Mapping[str, Any],
+) -> Scoring:
+    """Score ``case`` under each protocol in ``pool`` (``settings``: ``score_case`` keywords)."""
+    rows = [
+        pool.submit(score_case, protocol, case.pred, case.gt, spacing=spacing, **settings)
+        for protocol in protocols
+    ]
+    return Scoring(case.position, case.name, gt_sizes(case.gt, num_classes), rows)
+
+
+def gather(scorings: Sequence[Scoring], k: int) -> list[dict[str, Any]]:
+    """Protocol ``k``'s rows of every case, each with its ``case`` and ``gt_size``, in dataset order
+    over every DDP rank."""
+    rows = [
+        (s.position, {"case": s.name, **row, "gt_size": int(s.gt_size[row["class"]])})
+        for s in scorings
+        for row in s.rows[k].result()
+    ]
+    return [row for _, row in sorted(gather_lists(rows), key=lambda r: r[0])]
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -74,22 +206,31 @@ def evaluate(
     dilation_ratio: float = BOUNDARY_DILATION_RATIO,
     rank: int = 0,
     world: int = 1,
+    subsets: Mapping[str, Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
     """Score ``model`` on ``dataset``; returns one metrics block per protocol (same predictions).
 
     ``nsd_tolerance``/``dilation_ratio``: see ``bench.protocols.metric_settings`` (from the data config).
+    ``subsets``: class subsets ``{name: [class id]}`` averaged into each block's ``subsets``; default:
+    the dataset's ``eval_subsets`` (none: ``{}``). A model trained on another dataset passes that
+    one's subsets (Synthia's mIoU16/mIoU13 when evaluated on Cityscapes).
 
     Under DDP each rank predicts its shard of whole cases; the confusion matrix is summed and the
     per-case rows gathered (in dataset order), so every rank returns the same metrics."""
     for protocol in protocols:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"data.protocol={protocol!r} is not one of {PROTOCOLS}")
+        get_protocol(protocol)
     if len(dataset) == 0:
         raise ValueError(f"the evaluation split {dataset.split!r} is empty")
     num_classes = dataset.num_classes
     classes = list(range(num_classes)) if eval_classes is None else [int(c) for c in eval_classes]
-    was_training = model.training
-    model.eval()
+    subsets = getattr(dataset, "eval_subsets", {}) if subsets is None else subsets
+    settings = {
+        "classes": classes,
+        "ignore_index": IGNORE_INDEX,
+        "connectivity": connectivity,
+        "nsd_tolerance": nsd_tolerance,
+        "dilation_ratio": dilation_ratio,
+    }
     indices = shard(dataset, rank, world)
     loader = DataLoader(
         Subset(dataset, indices),
@@ -99,84 +240,31 @@ def evaluate(
         pin_memory=device.type == "cuda",
         worker_init_fn=worker_init,
     )
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    n = resolve_workers(workers)
-    pool = _Inline()
-    if n > 0:  # workers exit with this process, even when it is killed (no orphans)
-        pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=die_with_parent)
-    futures: list[tuple[int, str, list[Future]]] = []  # (position of the case's first item, case, rows)
-    current: str | None = None
-    slices: list[tuple[int, np.ndarray, np.ndarray]] = []
-    position = iter(indices)
-    first = 0
-
-    def flush() -> None:
-        if current is None:
-            return
-        slices.sort(key=lambda s: s[0])
-        pred = np.stack([s[1] for s in slices])
-        gt = np.stack([s[2] for s in slices])
-        if not dataset.volumetric:
-            pred, gt = pred[0], gt[0]
-        spacing = dataset.spacing(current)
-        futures.append(
-            (
-                first,
-                current,
-                [
-                    pool.submit(
-                        score_case,
-                        protocol,
-                        pred,
-                        gt,
-                        classes=classes,
-                        spacing=spacing,
-                        connectivity=connectivity,
-                        nsd_tolerance=nsd_tolerance,
-                        dilation_ratio=dilation_ratio,
-                    )
-                    for protocol in protocols
-                ],
-            )
-        )
-
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    pool = make_pool(resolve_workers(workers))
     try:
-        for batch in loader:
-            image = batch["image"].to(device, non_blocking=True)
-            if channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            label = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-                logits = model(image)["logits"]
-            if logits.shape[-2:] != label.shape[-2:]:
-                logits = F.interpolate(
-                    logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
-                )
-            pred = logits.argmax(1)
-            cm += confusion_matrix(pred, label, num_classes, ignore_index=IGNORE_INDEX)
-            pred_np = pred.to(torch.uint8).cpu().numpy()
-            label_np = label.cpu().numpy()
-            for case, index, p, g in zip(
-                batch["case"], batch["index"].tolist(), pred_np, label_np, strict=True
-            ):
-                pos = next(position)
-                if case != current:
-                    flush()
-                    current, slices, first = case, [], pos
-                slices.append((index, p, g))
-        flush()
-        per_protocol = []
-        for k in range(len(protocols)):
-            rows = [(pos, {"case": case, **row}) for pos, case, futs in futures for row in futs[k].result()]
-            per_protocol.append([row for _, row in sorted(gather_lists(rows), key=lambda r: r[0])])
-        all_reduce_sum(cm)
+        items = predictions(model, loader, confusion, device=device, amp=amp, channels_last=channels_last)
+        scorings = [
+            submit(
+                pool,
+                case,
+                protocols,
+                spacing=dataset.spacing(case.name),
+                num_classes=num_classes,
+                settings=settings,
+            )
+            for case in reassemble(items, indices, volumetric=dataset.volumetric)
+        ]
+        per_protocol = [gather(scorings, k) for k in range(len(protocols))]
+        all_reduce_sum(confusion)
     finally:
         pool.shutdown(cancel_futures=True)
         model.train(was_training)
-    confusion = cm.cpu().numpy()
+    cm = confusion.cpu().numpy()
+    names = list(dataset.class_names)
     return [
-        summarize(
-            protocol, rows, class_names=list(dataset.class_names), units=dataset.units, confusion=confusion
-        )
+        summarize(protocol, rows, class_names=names, units=dataset.units, confusion=cm, subsets=subsets)
         for protocol, rows in zip(protocols, per_protocol, strict=True)
     ]

@@ -450,7 +450,7 @@ def boundary_iou(
     return {c: boundary_iou_from_counts(*counts[c]) for c in counts}
 
 
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, *, ignore_index: int) -> Tensor:
     """Pixel confusion matrix ``[K,K]`` int64 on the inputs' device: rows GT, columns prediction.
 
     ``pred``/``target``: integer tensors of the same shape (any), ``pred`` in ``[0,K)`` and ``target``

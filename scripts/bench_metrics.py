@@ -30,7 +30,8 @@ from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 from scipy.spatial import cKDTree
 
 from bench.metrics import boundary_counts, dilation_width, hd95, hd95_directed, measure_classes, measure_pair
-from bench.protocols import IGNORE_INDEX, score_case
+from bench.protocols import score_case
+from datasets import IGNORE_INDEX
 
 TOLERANCE = 1.0  # NSD τ in mm (data/synapse)
 
@@ -152,8 +153,10 @@ def bench_synapse_organs(rng, depth: int, organs: list[int]) -> list[dict]:
 def bench_cityscapes(rng, shape) -> dict:
     pred, gt = cityscapes_image(rng, shape)
     classes = list(range(19))
-    t_ours, rows = best_of(lambda: score_case("cityscapes", pred, gt, classes=classes, spacing=None))
-    valid = gt != 255
+    t_ours, rows = best_of(
+        lambda: score_case("cityscapes", pred, gt, classes=classes, spacing=None, ignore_index=IGNORE_INDEX)
+    )
+    valid = gt != IGNORE_INDEX
     t0 = time.process_time()
     ref = [medpy_binary.hd95((pred == c) & valid, gt == c) for c in classes]
     t_medpy = time.process_time() - t0
@@ -253,7 +256,15 @@ def bench_synapse_evaluation(rng, n_cases: int) -> tuple[float, float, int]:
         t0 = time.process_time()
         hd95_only(pred, gt)
         t1 = time.process_time()
-        score_case("default", pred, gt, classes=range(1, 9), spacing=SPACING, nsd_tolerance=TOLERANCE)
+        score_case(
+            "default",
+            pred,
+            gt,
+            classes=range(1, 9),
+            spacing=SPACING,
+            nsd_tolerance=TOLERANCE,
+            ignore_index=IGNORE_INDEX,
+        )
         everything += time.process_time() - t1
         today += t1 - t0
         voxels += gt.size

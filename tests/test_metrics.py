@@ -198,7 +198,7 @@ def test_confusion_matrix_equals_numpy_reference_and_drops_ignored_pixels():
     pred = torch.randint(0, k, (3, 17, 23), generator=gen)
     target = torch.randint(0, k, (3, 17, 23), generator=gen)
     target[:, :4] = 255
-    cm = confusion_matrix(pred, target, k)
+    cm = confusion_matrix(pred, target, k, ignore_index=255)
     assert cm.dtype == torch.int64 and cm.shape == (k, k)
     np.testing.assert_array_equal(cm.numpy(), numpy_confusion(pred.numpy(), target.numpy(), k, 255))
     assert int(cm.sum()) == int((target != 255).sum())
@@ -221,11 +221,11 @@ def test_confusion_matrix_rejects_labels_outside_the_classes():
     pred = torch.tensor([[0, 1], [2, 3]])
     target = torch.tensor([[0, 255], [1, 1]])
     with pytest.raises(ValueError, match="pred holds value 3 outside"):
-        confusion_matrix(pred, target, 3)
+        confusion_matrix(pred, target, 3, ignore_index=255)
     with pytest.raises(ValueError, match="target holds value 7"):
-        confusion_matrix(pred.clamp(max=2), torch.tensor([[0, 7], [1, 1]]), 3)
+        confusion_matrix(pred.clamp(max=2), torch.tensor([[0, 7], [1, 1]]), 3, ignore_index=255)
     with pytest.raises(ValueError, match="same shape"):
-        confusion_matrix(pred, target[0], 3)
+        confusion_matrix(pred, target[0], 3, ignore_index=255)
 
 
 def test_scores_from_confusion_match_hand_computation():

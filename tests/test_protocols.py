@@ -6,6 +6,9 @@ import functools
 import json
 import math
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +16,16 @@ import torch
 from medpy.metric import binary as medpy_binary
 
 from bench.metrics import confusion_matrix, diagonal
-from bench.protocols import NSD_TOLERANCE, PROTOCOLS, metric_settings, score_case, summarize, units_for
+from bench.protocols import (
+    NSD_TOLERANCE,
+    get_protocol,
+    list_protocols,
+    metric_settings,
+    score_case,
+    summarize,
+    units_for,
+)
+from datasets import IGNORE_INDEX
 
 NAN = math.nan
 SHAPE = (6, 24, 20)
@@ -46,7 +58,9 @@ def assert_scores(row, expected):
 @pytest.mark.parametrize("spacing", [None, SPACING])
 def test_default_rule_excludes_both_empty_and_penalises_one_empty_with_the_diagonal(protocol, spacing):
     pred, gt = four_kinds_case()
-    rows = by_class(score_case(protocol, pred, gt, classes=[1, 2, 3, 4], spacing=spacing))
+    rows = by_class(
+        score_case(protocol, pred, gt, classes=[1, 2, 3, 4], spacing=spacing, ignore_index=IGNORE_INDEX)
+    )
     diag = diagonal(SHAPE, spacing)
     assert [rows[c]["empty"] for c in (1, 2, 3, 4)] == ["none", "pred", "gt", "both"]
     assert_scores(rows[2], (0.0, 0.0, diag, diag, diag))
@@ -68,7 +82,9 @@ def test_default_rule_excludes_both_empty_and_penalises_one_empty_with_the_diago
 
 def test_transunet_rule_reproduces_calculate_metric_percase_in_voxels():
     pred, gt = four_kinds_case()
-    rows = by_class(score_case("transunet", pred, gt, classes=[1, 2, 3, 4], spacing=SPACING))
+    rows = by_class(
+        score_case("transunet", pred, gt, classes=[1, 2, 3, 4], spacing=SPACING, ignore_index=IGNORE_INDEX)
+    )
     assert [rows[c]["empty"] for c in (1, 2, 3, 4)] == ["none", "pred", "gt", "both"]
     assert_scores(rows[2], (0.0, 0.0, 0.0, 0.0, 0.0))  # a miss scores HD95 0
     assert_scores(rows[3], (1.0, 1.0, 0.0, 0.0, 0.0))  # a false positive on an absent organ scores 1
@@ -86,10 +102,12 @@ EXTRA_KEYS = {
 }
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("protocol", list_protocols())
 def test_rows_hold_plain_floats_and_the_documented_keys(protocol):
     pred, gt = four_kinds_case()
-    for row in score_case(protocol, pred, gt, classes=[1, 2, 3, 4], spacing=SPACING):
+    for row in score_case(
+        protocol, pred, gt, classes=[1, 2, 3, 4], spacing=SPACING, ignore_index=IGNORE_INDEX
+    ):
         base = {"class", "dsc", "iou", "hd95", "hd95_pred_gt", "hd95_gt_pred", "empty"}
         assert set(row) == base | EXTRA_KEYS[protocol]
         assert type(row["class"]) is int and all(type(v) is float for v in scores(row))
@@ -104,7 +122,14 @@ def test_per_class_scores_of_a_multiclass_volume_match_medpy_per_class():
     pred = np.where(rng.random(shape) < 0.8, gt, rng.integers(0, 4, shape))
     tolerance = {0: 0.5, 1: 1.0, 2: 2.5, 3: 3.0}
     rows = score_case(
-        "default", pred, gt, classes=[0, 1, 2, 3], spacing=SPACING, connectivity=3, nsd_tolerance=tolerance
+        "default",
+        pred,
+        gt,
+        classes=[0, 1, 2, 3],
+        spacing=SPACING,
+        connectivity=3,
+        nsd_tolerance=tolerance,
+        ignore_index=IGNORE_INDEX,
     )
     for row in rows:
         p, g = pred == row["class"], gt == row["class"]
@@ -121,9 +146,17 @@ def test_multiclass_image_with_ignored_pixels_matches_medpy_on_the_masked_classe
     rng = np.random.default_rng(1)
     gt = np.kron(rng.integers(0, 5, (6, 8)), np.ones((7, 9), np.int64))  # blocky regions, 42x72
     pred = np.where(rng.random(gt.shape) < 0.9, gt, rng.integers(0, 5, gt.shape))
-    gt[30:, 40:] = 255
-    valid = gt != 255
-    rows = score_case("cityscapes", pred.astype(np.uint8), gt, classes=range(5), spacing=None, connectivity=2)
+    gt[30:, 40:] = IGNORE_INDEX
+    valid = gt != IGNORE_INDEX
+    rows = score_case(
+        "cityscapes",
+        pred.astype(np.uint8),
+        gt,
+        classes=range(5),
+        spacing=None,
+        connectivity=2,
+        ignore_index=IGNORE_INDEX,
+    )
     for row in rows:
         p, g = (pred == row["class"]) & valid, gt == row["class"]
         assert row["iou"] == pytest.approx(medpy_binary.jc(p, g))
@@ -138,11 +171,19 @@ def test_nsd_of_each_class_equals_monai_with_per_class_tolerances_and_ignored_vo
     shape = (10, 30, 28)
     gt = np.kron(rng.integers(0, 4, (2, 5, 4)), np.ones((5, 6, 7), np.int64))
     pred = np.where(rng.random(shape) < 0.9, gt, rng.integers(0, 4, shape))
-    gt[:, 24:, :] = 255
+    gt[:, 24:, :] = IGNORE_INDEX
     tolerance = {1: 0.8, 2: 2.5, 3: 3.0}
-    rows = score_case("default", pred, gt, classes=[1, 2, 3], spacing=SPACING, nsd_tolerance=tolerance)
+    rows = score_case(
+        "default",
+        pred,
+        gt,
+        classes=[1, 2, 3],
+        spacing=SPACING,
+        nsd_tolerance=tolerance,
+        ignore_index=IGNORE_INDEX,
+    )
     onehot = [torch.from_numpy(np.stack([a == c for c in range(4)]))[None] for a in (pred, gt)]
-    valid = torch.from_numpy(gt != 255)
+    valid = torch.from_numpy(gt != IGNORE_INDEX)
     onehot[0] = onehot[0] & valid  # as MONAI's ignore_index does: ignored voxels leave pred too
     expected = compute_surface_dice(*onehot, list(tolerance.values()), spacing=list(SPACING))[0]  # 1-3
     assert [r["nsd"] for r in rows] == pytest.approx(expected.tolist(), rel=1e-6)
@@ -171,20 +212,31 @@ def test_ignored_gt_voxels_are_excluded_from_both_masks():
     pred, gt = np.zeros((30, 40), np.int64), np.zeros((30, 40), np.int64)
     gt[5:15, 5:15] = 1
     pred[6:16, 5:14] = 1
-    reference = score_case("default", pred, gt, classes=[1], spacing=None)
+    reference = score_case("default", pred, gt, classes=[1], spacing=None, ignore_index=IGNORE_INDEX)
     pred_fp, gt_ignored = pred.copy(), gt.copy()
-    gt_ignored[20:, :] = 255
+    gt_ignored[20:, :] = IGNORE_INDEX
     pred_fp[22:28, 30:38] = 1  # a false positive that lies entirely in the ignored region
-    assert score_case("default", pred_fp, gt_ignored, classes=[1], spacing=None) == reference
-    gt_only_ignored = np.full_like(gt, 255)
-    row = score_case("default", pred, gt_only_ignored, classes=[1], spacing=None)[0]
+    assert (
+        score_case("default", pred_fp, gt_ignored, classes=[1], spacing=None, ignore_index=IGNORE_INDEX)
+        == reference
+    )
+    gt_only_ignored = np.full_like(gt, IGNORE_INDEX)
+    row = score_case("default", pred, gt_only_ignored, classes=[1], spacing=None, ignore_index=IGNORE_INDEX)[
+        0
+    ]
     assert row["empty"] == "both"
 
 
 def test_score_case_can_run_in_worker_processes():
-    job = pickle.loads(pickle.dumps(functools.partial(score_case, "default", classes=[1], spacing=None)))
+    job = pickle.loads(
+        pickle.dumps(
+            functools.partial(score_case, "default", classes=[1], spacing=None, ignore_index=IGNORE_INDEX)
+        )
+    )
     pred, gt = four_kinds_case()
-    assert job(pred[0], gt[0]) == score_case("default", pred[0], gt[0], classes=[1], spacing=None)
+    assert job(pred[0], gt[0]) == score_case(
+        "default", pred[0], gt[0], classes=[1], spacing=None, ignore_index=IGNORE_INDEX
+    )
 
 
 @pytest.mark.parametrize(
@@ -193,7 +245,7 @@ def test_score_case_can_run_in_worker_processes():
         ({"protocol": "nnunet"}, "unknown evaluation protocol 'nnunet'"),
         ({"gt": np.zeros((6, 24), np.uint8)}, "same shape"),
         ({"pred": np.zeros(SHAPE, np.float32)}, "pred must be an integer label array"),
-        ({"classes": [1, 255]}, "classes must be"),
+        ({"classes": [1, IGNORE_INDEX]}, "classes must be"),
         ({"classes": []}, "classes must be"),
         ({"classes": [1, 1]}, "classes must be"),
         ({"spacing": (1.0, 1.0)}, "spacing must hold one positive"),
@@ -202,7 +254,8 @@ def test_score_case_can_run_in_worker_processes():
 )
 def test_bad_score_case_input_gets_a_clear_error(kwargs, message):
     pred, gt = four_kinds_case()
-    args = {"protocol": "default", "pred": pred, "gt": gt, "classes": [1], "spacing": None, **kwargs}
+    args = {"protocol": "default", "pred": pred, "gt": gt, "classes": [1], "spacing": None}
+    args |= {"ignore_index": IGNORE_INDEX, **kwargs}
     with pytest.raises(ValueError, match=message):
         score_case(args.pop("protocol"), args.pop("pred"), args.pop("gt"), **args)
 
@@ -212,6 +265,41 @@ def test_units_follow_the_protocol():
     assert units_for("default", None) == "px"
     assert units_for("cityscapes", None) == "px"
     assert units_for("transunet", SPACING) == "voxel"
+
+
+def test_protocols_are_registered_objects_holding_their_rules():
+    assert list_protocols() == ["default", "transunet", "cityscapes"]
+    default, transunet, city = (get_protocol(n) for n in list_protocols())
+    assert [p.headline for p in (default, transunet, city)] == ["dsc", "dsc", "iou"]
+    assert [p.scores for p in (default, transunet, city)] == [
+        ("dsc", "iou", "hd95", "nsd", "assd"),
+        ("dsc", "iou", "hd95"),
+        ("dsc", "iou", "hd95", "biou"),
+    ]
+    assert (default.empty_rule.excluded, default.empty_rule.penalised) == (("both",), ("pred", "gt"))
+    assert (transunet.empty_rule.excluded, transunet.empty_rule.penalised) == ((), ("both", "pred", "gt"))
+    assert city.empty_rule == default.empty_rule
+    assert [(p.voxel_units, p.dataset_iou, p.boundary_iou) for p in (default, transunet, city)] == [
+        (False, False, False),
+        (True, False, False),
+        (False, True, True),
+    ]
+
+
+def test_protocols_and_metrics_import_no_dataset_module():
+    """The results package imports them: the ignore index comes from the caller, not ``datasets``."""
+    code = (
+        "import sys, bench.protocols, bench.metrics; print(sorted(m for m in sys.modules if 'datasets' in m))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_unknown_protocol_error_names_the_key_the_value_and_the_choices():
+    message = r"protocol 'nnunet' \(data.protocol\); choose one of default, transunet, cityscapes"
+    with pytest.raises(ValueError, match=message):
+        get_protocol("nnunet")
 
 
 def row(case, c, dsc, iou, hd, empty="none", **extra):
@@ -264,6 +352,23 @@ def test_summarize_means_counts_and_per_class_on_hand_made_rows():
     )
     assert out["empty"] == {"excluded": 2, "penalised": 2, "both": 2, "pred": 1, "gt": 1}
     assert out["per_case"] == ROWS and "confusion" not in out
+    assert out["subsets"] == {}
+
+
+def test_summarize_subset_means_skip_nan_and_classes_without_rows():
+    subsets = {"Organs": [1, 2, 3], "Liver": [1], "Background": [0]}
+    out = summarize("default", ROWS, class_names=NAMES, units="mm", subsets=subsets)
+    organs = out["subsets"]["organs"]  # spleen is NaN (its one row excluded): the mean of liver and kidney
+    assert organs["classes"] == ["liver", "kidney", "spleen"]
+    assert set(organs) == {"classes", "dsc", "iou", "hd95", "nsd", "assd"}
+    assert (organs["dsc"], organs["hd95"]) == pytest.approx(((1.4 / 3 + 0.45) / 2, (112 / 3 + 46) / 2))
+    liver = out["per_class"]["liver"]
+    assert out["subsets"]["liver"] == {"classes": ["liver"], **{k: liver[k] for k in out["mean"]}}
+    assert math.isnan(out["subsets"]["background"]["dsc"])  # no row of background at all
+    with pytest.raises(
+        ValueError, match=r"class subset 'Far' holds class id\(s\) \[7\] outside the 4 classes"
+    ):
+        summarize("default", ROWS, class_names=NAMES, units="mm", subsets={"Far": [1, 7]})
 
 
 def test_summarize_transunet_counts_every_rule_set_row_and_reports_voxels():
@@ -279,9 +384,9 @@ def test_summarize_transunet_counts_every_rule_set_row_and_reports_voxels():
 
 
 def test_summarize_cityscapes_headline_is_the_dataset_level_iou():
-    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 1]])
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, IGNORE_INDEX, 1]])
     pred = torch.tensor([[0, 1, 1, 1], [2, 0, 0, 1]])
-    cm = confusion_matrix(pred, target, 4).numpy()
+    cm = confusion_matrix(pred, target, 4, ignore_index=IGNORE_INDEX).numpy()
     names = ("road", "sidewalk", "building", "wall")
     counts = {0: (3, 4), 1: (1, 5), 2: (0, 2)}
     rows = [
