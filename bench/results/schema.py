@@ -60,7 +60,6 @@ GT_SIZE = "gt_size"
 TEST = "test"
 TRAIN_LOSS = "train/loss"
 PER_CLASS_TABLE = "per_class"
-_SUBSETS_KEY = "subsets"
 
 
 def display_scale(key: str) -> float:
@@ -103,7 +102,7 @@ def wandb_summary(block: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     for cls, values in block["per_class"].items():
         out |= {f"{prefix}/{score}/{cls}": v for score, v in values.items() if score in SCORES}
     for name, sub in (block.get(SUBSETS_FIELD) or {}).items():
-        out |= {f"{prefix}/{_SUBSETS_KEY}/{name}/{s}": v for s, v in sub.items() if s in SCORES}
+        out |= {f"{prefix}/{SUBSETS_FIELD}/{name}/{s}": v for s, v in sub.items() if s in SCORES}
     return out
 
 
@@ -121,7 +120,7 @@ def wandb_block(summary: Mapping[str, Any], prefix: str) -> dict[str, Any] | Non
         head, _, rest = key[len(prefix) + 1 :].partition("/")
         if head in SCORES and rest:
             per_class.setdefault(rest, {})[head] = value
-        elif head == _SUBSETS_KEY:
+        elif head == SUBSETS_FIELD:
             name, _, score = rest.partition("/")
             if score in SCORES:
                 subsets.setdefault(name, {})[score] = value
