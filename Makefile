@@ -18,7 +18,7 @@ install: $(STAMP)
 # Completed runs are skipped when re-run (outputs/demo); `make clean-demo` starts afresh.
 demo: $(STAMP)
 	$(BIN)/python -m bench -m +experiment=demo '+loss=ce,dice,focal'
-	$(BIN)/python -m bench.aggregate outputs/demo --out results/demo
+	$(BIN)/python -m bench.results outputs/demo --out results/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

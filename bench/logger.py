@@ -7,6 +7,11 @@ outage never kills a run: before an online init the server (``WANDB_BASE_URL``) 
 exceeds that timeout, the run continues offline after a one-line notice (sync it later with
 ``wandb sync``). The W&B run id is derived from the run directory, so a resumed run continues the
 same W&B run.
+
+Keys (one definition, :mod:`bench.results.schema`, which the W&B loader reads back): the first
+protocol's metrics as ``test/<score>``, ``test/<score>/<class>``, ``test/subsets/<subset>/<score>``
+and the table ``test/per_class``; every further protocol's (a run scored under several) the same
+under ``test/<protocol>/``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import hashlib
 import netrc
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 from urllib.parse import urlparse
 from urllib.request import urlopen
+
+from .results.schema import PER_CLASS_TABLE, SCORES, wandb_prefix, wandb_summary
 
 LOGGERS = ("none", "wandb")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -31,7 +39,7 @@ class NullLogger:
     def log(self, values: dict[str, float], step: int) -> None:
         pass
 
-    def finish(self, metrics: dict[str, Any] | None) -> None:
+    def finish(self, metrics: dict[str, Any] | None, more: Sequence[dict[str, Any]] = ()) -> None:
         pass
 
 
@@ -105,16 +113,18 @@ class WandbLogger:
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)
 
-    def finish(self, metrics: dict[str, Any] | None) -> None:
-        if metrics:
-            keys = list(metrics["mean"])  # the protocol's scores: dsc, iou, hd95 (+ nsd, assd | biou)
-            for key in keys:
-                self.run.summary[f"test/{key}"] = metrics["mean"].get(key)
-            rows = [[name, *(m.get(key) for key in keys)] for name, m in metrics["per_class"].items()]
-            for name, m in metrics["per_class"].items():
-                for key in keys:
-                    self.run.summary[f"test/{key}/{name}"] = m.get(key)
-            self.run.log({"test/per_class": self.wandb.Table(columns=["class", *keys], data=rows)})
+    def finish(self, metrics: dict[str, Any] | None, more: Sequence[dict[str, Any]] = ()) -> None:
+        """Send the final metrics blocks and close the run: ``metrics`` (the record's ``metrics``;
+        None when the run failed) and ``more`` (``more_metrics``: one block per further protocol),
+        under the keys of :func:`bench.results.schema.wandb_summary`."""
+        blocks = [(wandb_prefix(), metrics)] if metrics else []
+        blocks += [(wandb_prefix(m["protocol"]), m) for m in more]
+        for prefix, block in blocks:
+            self.run.summary.update(wandb_summary(block, prefix))
+            keys = [k for k in block["mean"] if k in SCORES]  # dsc, iou, hd95 (+ nsd, assd | biou)
+            rows = [[name, *(m.get(key) for key in keys)] for name, m in block["per_class"].items()]
+            table = self.wandb.Table(columns=["class", *keys], data=rows)
+            self.run.log({f"{prefix}/{PER_CLASS_TABLE}": table})
         self.run.finish()
 
 

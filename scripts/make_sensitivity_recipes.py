@@ -87,7 +87,7 @@ def recipe(name: str) -> str:
         *textwrap.wrap(about, 100, initial_indent="# ", subsequent_indent="# "),
         *(f"#   {k}: {', '.join(f'{v:g}' for v in values)}" for k, values in g.items()),
         f"#   python -m bench -m +experiment=sensitivity/{name}",
-        f"#   python -m bench.aggregate outputs/sensitivity_{name} --out results/sensitivity_{name}",
+        f"#   python -m bench.results outputs/sensitivity_{name} --out results/sensitivity_{name}",
         "defaults:",
         "  - /experiment/paper_synapse",
         "",

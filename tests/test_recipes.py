@@ -26,10 +26,12 @@ from omegaconf import OmegaConf
 
 import datasets
 import losses
-from bench.aggregate import load_records, main, summary_table
 from bench.naming import register_resolvers
+from bench.results.__main__ import main
+from bench.results.load import load_records
+from bench.results.stats import SIZE_GROUPS
+from bench.results.table import summary_table
 from bench.run import run
-from bench.stats import SIZE_GROUPS, class_sizes, eval_split
 
 EXPERIMENTS = Path(CONF) / "experiment"
 RECIPES = sorted(p.relative_to(EXPERIMENTS).with_suffix("").as_posix() for p in EXPERIMENTS.rglob("*.yaml"))
@@ -259,8 +261,14 @@ def test_debug_multirun_of_paper_synapse_gives_both_protocols_in_the_table(tmp_p
     assert main([str(tmp_path / "out"), "--out", str(tmp_path / "tables"), "--by-size", "--no-plots"]) == 0
     row = pd.read_csv(tmp_path / "tables" / "sizes.csv").iloc[0]
     groups = [row[f"{g} classes"].split() for g in SIZE_GROUPS]
-    sizes = class_sizes(eval_split(records[0]["config"]))  # organs absent from the tiny test set: NaN
-    assert sorted(c for g in groups for c in g) == sorted(sizes.drop("background").dropna().index)
+    # the evaluator's per-case ground-truth sizes (default protocol), averaged over the cases with the class
+    m = records[0]["metrics"]
+    cases = pd.DataFrame(m["per_case"])
+    cases["class"] = cases["class"].map(
+        dict(zip(sorted(cases["class"].unique()), m["per_class"], strict=True))
+    )
+    sizes = cases[cases["gt_size"] > 0].groupby("class")["gt_size"].mean()
+    assert sorted(c for g in groups for c in g) == sorted(sizes.drop("background", errors="ignore").index)
     small, medium, large = ([sizes[c] for c in g] for g in groups)
     assert max(small) <= min(medium) and max(medium) <= min(large)
     assert not list((tmp_path / "tables").glob("*.png"))

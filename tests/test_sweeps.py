@@ -11,7 +11,8 @@ import time
 import pytest
 from helpers import TINY, bench_cli, bench_popen, records
 
-from bench.aggregate import load_records, summary_table
+from bench.results.load import load_records
+from bench.results.table import summary_table
 from bench.train import load_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -1,21 +1,27 @@
-"""Statistics against SciPy and hand computations: Wilcoxon + Holm, bootstrap, ranks, sizes, sensitivity."""
+"""Statistics against SciPy and hand computations: Wilcoxon + Holm, bootstrap, ranks, sizes (from the
+records' ground-truth sizes), sensitivity."""
 
+import json
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from test_results_tables import write
 
 import losses
-from bench.aggregate import KEYS
-from bench.stats import (
+from bench.results.__main__ import main
+from bench.results.load import load_cases
+from bench.results.schema import KEYS
+from bench.results.stats import (
     bootstrap_ci,
     ci_table,
     class_sizes,
     holm,
     paired_tests,
     rank_table,
+    section_sizes,
     sensitivity_table,
     size_groups,
     size_table,
@@ -167,31 +173,13 @@ def test_rank_table_ranks_each_section_and_averages_across_datasets():
     assert hd.loc["focal", "synapse · default protocol · m (HD95)"] == 1  # lower is better
 
 
-class FakeSet:
-    """The parts of a SegDataset that class_sizes reads."""
-
-    num_classes = 4
-    class_names = ("background", "big", "small", "absent")
-
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
-def test_class_sizes_average_per_case_counts_over_the_cases_with_the_class():
-    a1 = np.array([[1, 1, 1, 2], [0, 0, 255, 255]])
-    a2 = np.array([[1, 1, 0, 0], [0, 0, 0, 0]])
-    b1 = np.array([[1, 0, 0, 0], [255, 0, 0, 0]])
-    sizes = class_sizes(
-        FakeSet([{"label": a1, "case": "a"}, {"label": a2, "case": "a"}, {"label": b1, "case": "b"}])
-    )
-    assert sizes["big"] == (5 + 1) / 2 and sizes["small"] == 1 and sizes["background"] == (8 + 6) / 2
-    assert np.isnan(sizes["absent"])
+def test_class_sizes_average_per_case_sizes_over_the_cases_with_the_class():
+    rows = [("a", "big", 5), ("b", "big", 1), ("a", "small", 1), ("b", "small", 0), ("a", "absent", 0)]
+    cases = pd.DataFrame(rows, columns=["case", "class", "gt_size"]).assign(run_dir="r")
+    sizes = class_sizes(pd.concat([cases, cases.assign(run_dir="r2")]))  # a second seed: same sizes
+    assert sizes["big"] == (5 + 1) / 2 and sizes["small"] == 1 and np.isnan(sizes["absent"])
+    with pytest.raises(ValueError, match=r"old_run: its record has no gt_size.*re-evaluate the run"):
+        class_sizes(pd.concat([cases, cases.assign(run_dir="old_run", gt_size=np.nan)]))
 
 
 def test_size_table_averages_the_per_class_metric_over_size_tertiles():
@@ -200,10 +188,10 @@ def test_size_table_averages_the_per_class_metric_over_size_tertiles():
     assert groups == {"small": ["c0", "c1", "c2"], "medium": ["c3", "c4", "c5"], "large": ["c6", "c7"]}
     row = summary([("synapse", "default", "dice", 0.5, 1.0)]).iloc[0].to_dict()
     row |= {f"dsc/c{i}": i / 10 for i in range(8)}
-    table = size_table(pd.DataFrame([row]), {"synapse": sizes}).iloc[0]
+    table = size_table(pd.DataFrame([row]), {("", "synapse", "default", "m"): sizes}).iloc[0]
     assert (table["small"], table["medium"], table["large"]) == pytest.approx((0.1, 0.4, 0.65))
     assert table["large classes"] == "c6 c7"
-    with pytest.raises(ValueError, match="no class sizes for dataset 'synapse'"):
+    with pytest.raises(ValueError, match="no class sizes for section 'synapse · default protocol · m'"):
         size_table(pd.DataFrame([row]), {})
 
 
@@ -250,3 +238,65 @@ def test_sensitivity_table_groups_a_swept_composite_by_its_terms():
         (False, pytest.approx(0.75), 2),
         (True, pytest.approx(0.6), 1),
     ]
+
+
+def test_by_size_groups_classes_by_the_sizes_in_the_records_of_a_run_on_test_dataset(tmp_path, capsys):
+    """A Synthia-trained run evaluated on Cityscapes (``data.test_dataset``): the sizes are the
+    records' (what the evaluator counted on the evaluated data), whatever the training data's."""
+    sizes = {"road": 5000, "car": 800, "sky": 3000, "pole": 20, "sign": 40, "person": 300}
+    classes = list(sizes)
+    for seed in (0, 1):
+        per_case = [
+            {
+                "case": f"img{k}",
+                "class": i,
+                "iou": 0.1 * (i + 1),
+                "dsc": 0.5,
+                "empty": "none",
+                "gt_size": size * k,
+            }
+            for k in range(3)  # img0 lacks every class (size 0): not counted in the means
+            for i, size in enumerate(sizes.values())
+        ]
+        rec = {
+            "name": f"s{seed}",
+            "status": "completed",
+            "loss": "ce",
+            "data": "synthia",
+            "eval_data": "cityscapes",
+            "model": "m",
+            "seed": seed,
+            "config": {
+                "name": "s2c",
+                "data": {"name": "synthia", "protocol": "cityscapes", "test_dataset": {"name": "cityscapes"}},
+            },
+            "metrics": {
+                "protocol": "cityscapes",
+                "mean": {"iou": 0.35, "dsc": 0.5},
+                "per_class": {c: {"iou": 0.1 * (i + 1), "dsc": 0.5} for i, c in enumerate(classes)},
+                "per_case": per_case,
+            },
+        }
+        (tmp_path / "runs" / f"s{seed}").mkdir(parents=True)
+        (tmp_path / "runs" / f"s{seed}" / "record.json").write_text(json.dumps(rec))
+    out = tmp_path / "tables"
+    assert main([str(tmp_path / "runs"), "--out", str(out), "--by-size", "--no-plots"]) == 0
+    row = pd.read_csv(out / "sizes.csv").iloc[0]
+    assert (row["small classes"], row["medium classes"], row["large classes"]) == (
+        "pole sign",
+        "person car",
+        "sky road",
+    )
+    iou = {c: 0.1 * (i + 1) for i, c in enumerate(classes)}
+    assert row["small"] == pytest.approx((iou["pole"] + iou["sign"]) / 2) and row["metric"] == "iou"
+    assert row["large"] == pytest.approx((iou["sky"] + iou["road"]) / 2)
+
+
+def test_by_size_on_records_without_sizes_names_the_run_and_says_to_re_evaluate(tmp_path):
+    write(tmp_path / "runs", "ce0", "ce", 0)
+    write(tmp_path / "runs", "old", "ce", 1, gt_size=None)
+    sizes = section_sizes(load_cases([tmp_path / "runs" / "ce0"]))
+    assert list(sizes) == [("sweep", "synthetic", "default", "tiny")]
+    assert sizes[("sweep", "synthetic", "default", "tiny")].to_dict() == {"liver": 100, "aorta": 10}
+    with pytest.raises(ValueError, match=r"runs/old: its record has no gt_size .* re-evaluate the run"):
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--by-size", "--no-plots"])

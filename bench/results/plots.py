@@ -8,8 +8,8 @@
 - :func:`sensitivity`: a loss's metric against each hyper-parameter value tried (one panel each;
   values in increasing order, evenly spaced; the default configuration drawn as a diamond).
 
-Each function takes one section (rows of :func:`bench.aggregate.summary_table` or runs of
-:func:`bench.aggregate.load_records` sharing name, data, protocol and model) and returns the data
+Each function takes one section (rows of :func:`bench.results.table.summary_table` or runs of
+:func:`bench.results.load.load_records` sharing name, data, protocol and model) and returns the data
 it drew, in record units. :func:`plot_all` draws every figure of every section into a folder.
 """
 
@@ -22,17 +22,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .aggregate import (
+from .schema import (
     HEADLINE,
     LOWER_IS_BETTER,
     SECTION,
+    TRAIN_LOSS,
     display_scale,
+    eval_key,
     is_metric,
     per_class_metric,
-    section_title,
-    slug,
 )
 from .stats import sensitivity_table
+from .table import section_title, slug
 
 CATEGORY_COLORS = {"pixel": "C0", "region": "C1", "boundary": "C2", "combination": "C3", "other": "C7"}
 
@@ -120,9 +121,9 @@ def curves(runs: pd.DataFrame, stem: Path, *, metric: str = "dsc", title: str = 
         label = f"{r.loss} ({r.variant})" if r.variant else r.loss
         history = r.history or {}
         for h in history.get("train", []):
-            rows.append((label, "train/loss", h["step"], h.get("train/loss")))
+            rows.append((label, TRAIN_LOSS, h["step"], h.get(TRAIN_LOSS)))
         for h in history.get("eval", []):
-            rows.append((label, f"test/{metric}", h["step"], h.get(f"test/{metric}")))
+            rows.append((label, eval_key(metric), h["step"], h.get(eval_key(metric))))
     long = pd.DataFrame(rows, columns=["label", "kind", "step", "value"])
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     drawn = long.groupby(["label", "kind", "step"], sort=False)["value"].mean().reset_index()
@@ -133,9 +134,7 @@ def curves(runs: pd.DataFrame, stem: Path, *, metric: str = "dsc", title: str = 
     axes = fig.subplots(len(kinds), 1, sharex=True, squeeze=False)[:, 0]
     for ax, kind in zip(axes, kinds, strict=True):
         for label, g in drawn[drawn["kind"] == kind].groupby("label", sort=False):
-            ax.plot(
-                g["step"], g["value"] * (1 if kind == "train/loss" else display_scale(metric)), label=label
-            )
+            ax.plot(g["step"], g["value"] * (1 if kind == TRAIN_LOSS else display_scale(metric)), label=label)
         ax.set_ylabel(kind)
     axes[-1].set_xlabel("step")
     axes[0].legend(fontsize=7, ncol=2)
@@ -145,7 +144,7 @@ def curves(runs: pd.DataFrame, stem: Path, *, metric: str = "dsc", title: str = 
 
 
 def sensitivity(table: pd.DataFrame, stem: Path, *, title: str = "") -> pd.DataFrame:
-    """One panel per hyper-parameter of :func:`bench.stats.sensitivity_table` rows of one loss."""
+    """One panel per hyper-parameter of :func:`bench.results.stats.sensitivity_table` rows of one loss."""
     hparams = list(dict.fromkeys(table["hparam"]))
     fig = Figure(figsize=(3.2 * len(hparams), 2.8))
     axes = fig.subplots(1, len(hparams), squeeze=False)[0]

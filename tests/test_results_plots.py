@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from test_aggregate import write
+from test_results_tables import write
 
-from bench.aggregate import load_records, summary_table
-from bench.plots import bars, curves, heatmap, plot_all, sensitivity
-from bench.stats import sensitivity_table
+from bench.results.load import load_records
+from bench.results.plots import bars, curves, heatmap, plot_all, sensitivity
+from bench.results.stats import sensitivity_table
+from bench.results.table import summary_table
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ is the NaN-mean over its classes (excluded empty pairs are NaN), then the mean o
 - :func:`rank_table`: the rank of each loss in each section (1 = best, ties share the mean rank)
   and its mean rank across sections — across datasets and models.
 - :func:`size_table`: the per-class metric averaged over small / medium / large classes, grouped by
-  their mean ground-truth size per case (:func:`class_sizes`), since the best loss depends on it.
+  their mean ground-truth size per case (:func:`class_sizes`, from the ``gt_size`` the evaluator
+  wrote into each per-case row of the records), since the best loss depends on it.
 - :func:`sensitivity_table`: metric against each hyper-parameter changed from its default.
 """
 
@@ -24,12 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
-import datasets
 import losses
-from datasets import IGNORE_INDEX, SegDataset
 
-from .aggregate import KEYS, LOWER_IS_BETTER, MEANS, SECTION, changed_params, per_class_metric, section_title
-from .record import read_record
+from .load import changed_params
+from .schema import GT_SIZE, KEYS, LOWER_IS_BETTER, MEANS, SECTION, per_class_metric
+from .table import section_title
 
 SIZE_GROUPS = ("small", "medium", "large")
 
@@ -65,7 +65,7 @@ def paired_tests(
 ) -> pd.DataFrame:
     """Each loss (and variant) against ``baseline`` (default hyper-parameters) per section and metric.
 
-    ``cases`` comes from :func:`bench.aggregate.load_cases`. Columns: the section keys, ``loss``,
+    ``cases`` comes from :func:`bench.results.load.load_cases`. Columns: the section keys, ``loss``,
     ``variant``, ``baseline``, ``metric``, ``n`` (paired cases), ``mean_diff``/``median_diff``
     (loss − baseline), ``statistic``, ``p``, ``p_holm``, ``significant`` (``p_holm < alpha``) and
     ``better`` (the loss that is significantly better, else ``""``; HD95: lower is better).
@@ -172,39 +172,26 @@ def rank_table(summary: pd.DataFrame, metric: str | None = None) -> pd.DataFrame
     return out.sort_values("mean rank").rename_axis("loss").reset_index()
 
 
-def eval_split(config: Mapping[str, Any]) -> SegDataset:
-    """The evaluation split described by a run's resolved config (``record["config"]``)."""
-    data = config["data"]
-    return datasets.build(data["name"], root=data["root"], **data["test"])
-
-
-def class_sizes(dataset: SegDataset) -> pd.Series:
+def class_sizes(cases: pd.DataFrame) -> pd.Series:
     """Mean ground-truth size per class (pixels/voxels per case, over the cases that contain it),
-    indexed by class name; NaN for a class no case contains."""
-    k = dataset.num_classes
-    counts: dict[str, np.ndarray] = {}
-    for i in range(len(dataset)):
-        item = dataset[i]
-        label = np.asarray(item["label"]).ravel()
-        label = label[label != IGNORE_INDEX]
-        counts[item["case"]] = counts.get(item["case"], 0) + np.bincount(label, minlength=k)[:k]
-    per_case = np.stack(list(counts.values())).astype(float)
-    with np.errstate(invalid="ignore"):  # 0 / 0 = NaN: no case contains the class
-        mean = per_case.sum(0) / (per_case > 0).sum(0)
-    return pd.Series(mean, index=list(dataset.class_names))
+    indexed by class name, from the ``gt_size`` of per-case rows (:func:`bench.results.load.load_cases`);
+    NaN for a class no case contains. A run whose rows have no ``gt_size`` is an error that names it."""
+    unsized = cases.loc[cases[GT_SIZE].isna(), "run_dir"].drop_duplicates()
+    if len(unsized):
+        raise ValueError(
+            f"{unsized.iloc[0]}: its record has no {GT_SIZE} in the per-case rows (written before the "
+            f"evaluator recorded ground-truth sizes); re-evaluate the run (re-run it with force=true) "
+            f"to use --by-size"
+        )
+    present = cases[cases[GT_SIZE] > 0]
+    sizes = present.groupby("class", sort=False)[GT_SIZE].mean()
+    return sizes.reindex(list(dict.fromkeys(cases["class"]))).astype(float)
 
 
-def sizes_from_runs(runs: pd.DataFrame) -> dict[str, pd.Series]:
-    """:func:`class_sizes` of each dataset of ``runs``, from the test split of one completed run."""
-    out = {}
-    for data, group in runs[runs["status"] == "completed"].groupby("data"):
-        rec = read_record(group["run_dir"].iloc[0])
-        if not rec or "config" not in rec:
-            raise ValueError(
-                f"{group['run_dir'].iloc[0]}: no record with a config to rebuild the {data} test split"
-            )
-        out[data] = class_sizes(eval_split(rec["config"]))
-    return out
+def section_sizes(cases: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """:func:`class_sizes` of each section (name, data, protocol, model) of ``cases``, from the
+    records of its own runs (so a run evaluated on ``data.test_dataset`` gives that data's sizes)."""
+    return {key: class_sizes(g) for key, g in cases.groupby(SECTION, sort=False, dropna=False)}
 
 
 def size_groups(sizes: pd.Series, classes: Sequence[str]) -> dict[str, list[str]]:
@@ -215,21 +202,25 @@ def size_groups(sizes: pd.Series, classes: Sequence[str]) -> dict[str, list[str]
 
 
 def size_table(
-    summary: pd.DataFrame, sizes: Mapping[str, pd.Series], metric: str | None = None
+    summary: pd.DataFrame, sizes: Mapping[tuple, pd.Series], metric: str | None = None
 ) -> pd.DataFrame:
     """Per summary row: the mean per-class ``metric`` (default: the section's per-class metric)
-    over the small, medium and large classes of its dataset, and the classes of each group."""
+    over the small, medium and large classes of its section (``sizes``: :func:`section_sizes`),
+    and the classes of each group."""
     rows = []
     for key, t in summary.groupby(SECTION, sort=False, dropna=False):
         m = metric or per_class_metric(key[2])
-        if key[1] not in sizes:
-            raise ValueError(f"no class sizes for dataset {key[1]!r}; have {sorted(sizes)}")
+        if key not in sizes:
+            raise ValueError(
+                f"no class sizes for section {section_title(key)!r}: it has no completed run with "
+                f"per-case rows"
+            )
         classes = [
             c.split("/", 1)[1]
             for c in t.columns
             if c.startswith(m + "/") and ":" not in c and t[c].notna().any()
         ]
-        groups = size_groups(sizes[key[1]], classes)
+        groups = size_groups(sizes[key], classes)
         for _, r in t.iterrows():
             row = {k: r[k] for k in KEYS} | {"metric": m}
             for g, members in groups.items():
