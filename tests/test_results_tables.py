@@ -634,3 +634,13 @@ def test_the_results_package_imports_no_dataset_module():
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_schema_labels_every_protocol_score_and_takes_the_headline_from_the_protocol():
+    from bench.protocols import get_protocol, list_protocols
+    from bench.results import schema
+
+    for name in list_protocols():
+        assert set(get_protocol(name).scores) <= set(schema.SCORES), name
+        assert schema.per_class_metric(name) == get_protocol(name).headline
+    assert schema.per_class_metric("cityscapes") == "iou" and schema.per_class_metric("") == "dsc"

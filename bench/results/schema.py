@@ -28,12 +28,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..protocols import get_protocol, list_protocols
+
 SECTION = ["name", "data", "protocol", "model"]
 ROW = ["category", "loss", "variant"]
 KEYS = SECTION + ROW
 #: the per-class and mean scores of the paper form (and of the statistics by default)
 MEANS = {"dsc": "DSC", "hd95": "HD95", "iou": "IoU"}
-#: every per-class and mean score a record may carry (``bench.protocols.SCORES``)
+#: every per-class and mean score a record may carry (the registered protocols' scores), with its label
 SCORES = {**MEANS, "nsd": "NSD", "assd": "ASSD", "biou": "Boundary IoU"}
 LOWER_IS_BETTER = ("hd95", "assd")
 #: the class subsets a table shows (record key → label); the column holds the subset's mean IoU
@@ -68,8 +70,9 @@ def display_scale(key: str) -> float:
 
 
 def per_class_metric(protocol: str) -> str:
-    """The per-class column metric of a section: IoU for the ``cityscapes`` protocol, else DSC."""
-    return "iou" if protocol == "cityscapes" else "dsc"
+    """The per-class column metric of a section: the protocol's ``headline`` (IoU for ``cityscapes``,
+    else DSC); DSC for a row without a known protocol (e.g. a W&B run that never finished)."""
+    return get_protocol(protocol).headline if protocol in list_protocols() else "dsc"
 
 
 def is_metric(col: str) -> bool:
