@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .identity import mask
 
 RECORD = "record.json"
-TMP = ".tmp"  # suffix of the temp files of atomic writes (a killed writer may leave one behind)
 PACKAGES = (
     "segloss-bench",
     "torch",
@@ -54,18 +52,8 @@ def _plain(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temp file in the same folder + ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_plain(obj), f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` as strict JSON (NaN/inf as null) to ``path`` atomically (``bench.atomic``)."""
+    atomic_write(path, lambda f: f.write(json.dumps(_plain(obj), indent=1, allow_nan=False).encode()))
 
 
 def read_record(run_dir: str | Path) -> dict[str, Any] | None:
@@ -107,15 +95,3 @@ def git_commit(root: str | Path) -> str | None:
 def redact(obj: Any) -> Any:
     """Copy of a config dict with the values of secret-looking keys (api_key, token…) masked."""
     return mask(obj)
-
-
-def remove_stale_temps(folder: str | Path, names: tuple[str, ...]) -> None:
-    """Delete the temp files that an atomic write of ``folder/<name>`` (for ``name`` in ``names``)
-    left behind when its writer was killed — and nothing else (no recursion, no other pattern).
-
-    Call it only while holding the run's lock, so that no live writer owns such a file."""
-    folder = Path(folder)
-    for name in names:
-        for stale in folder.glob(f".{name}.*{TMP}"):
-            if stale.is_file():
-                stale.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ import datasets
 import losses
 
 from . import distributed
+from .atomic import remove_stale_temps
 from .evaluate import evaluate
 from .identity import changes, fingerprint
 from .lock import RunLock
@@ -45,7 +46,6 @@ from .record import (
     now,
     read_record,
     redact,
-    remove_stale_temps,
     versions,
     write_json_atomic,
 )

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from datasets.base import worker_init
 from datasets.gt_maps import WithGTMaps
 
-from .record import TMP
+from .atomic import PREVIOUS, atomic_write
 
 
 class NonFiniteLoss(RuntimeError):
@@ -173,33 +171,19 @@ def _write_error(path: Path, e: BaseException) -> CheckpointWriteError:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic write (temp file + rename); the previous file is kept as ``<name>.prev``.
+    """Atomic write (``bench.atomic``); the previous file is kept as ``<name>.prev``.
 
     A failed write (disk full, read-only folder) leaves the previous files untouched and raises
     :class:`CheckpointWriteError` naming the path and the free space."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP, dir=path.parent)
-    except OSError as e:
-        raise _write_error(path, e) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(state, f), keep_previous=True)
     except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError (inline_container)
-        Path(tmp).unlink(missing_ok=True)
         raise _write_error(path, e) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """Load ``path`` (``weights_only=True``); fall back to ``<name>.prev`` if it is corrupt."""
-    for candidate in (path, path.with_name(path.name + ".prev")):
+    for candidate in (path, path.with_name(path.name + PREVIOUS)):
         if candidate.exists():
             try:
                 return torch.load(candidate, map_location="cpu", weights_only=True)
