@@ -43,4 +43,3 @@ def test_the_data_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", lambda a, b: events.append("replace") or real_replace(a, b))
     atomic_write(tmp_path / "x", lambda f: f.write(b"data"))
     assert events == ["fsync", "replace"]
-
