@@ -15,10 +15,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .atomic import atomic_write
 from .callbacks import outcome, write_outcome
 from .identity import mask_text, mask_yaml
 from .naming import register_resolvers
-from .record import TMP
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 APPENDED = ("loss", "data")
@@ -119,9 +119,7 @@ def mask_files(paths: list[Path]) -> None:
             continue
         masked = mask_yaml(text)
         if masked != text:
-            tmp = path.with_name(f".{path.name}.masked{TMP}")
-            tmp.write_text(masked)
-            os.replace(tmp, path)
+            atomic_write(path, lambda f, masked=masked: f.write(masked.encode()))
 
 
 def mask_logs() -> None:

@@ -6,9 +6,10 @@ types (``trainer.max_steps=abc``), ranges (steps, batch sizes ≥ 1, lr > 0, …
 (monitor, protocol, optimizer, scheduler, device, dataset, loss, arch, encoder). The CLI prints them
 and exits with code 2 (:func:`exit_on_errors`), before a record, a model or a dataset exists.
 
-Keys a config does not hold are skipped unless marked required; keys not listed here are left to the
-code that reads them. :class:`OutputCheck` (a Hydra callback) checks before Hydra writes anything
-that the output folder is writable and not full.
+Keys a config does not hold are skipped unless marked required (every trainer key is); keys not
+listed here are left to the code that reads them, except in ``trainer``, where a key that
+``bench.trainer_config.TrainerConfig`` does not have is refused. :class:`OutputCheck` (a Hydra
+callback) checks before Hydra writes anything that the output folder is writable and not full.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from .trainer_config import OPTIMIZERS, SCHEDULERS, unknown_keys
 
 #: mean metrics that can select ``best.pt`` (higher is better)
 MONITORS = ("dsc", "iou")
@@ -130,18 +133,6 @@ def _protocols() -> tuple[str, ...]:
     return tuple(list_protocols())
 
 
-def _optimizers() -> tuple[str, ...]:
-    from .train import OPTIMIZERS
-
-    return OPTIMIZERS
-
-
-def _schedulers() -> tuple[str, ...]:
-    from .train import SCHEDULERS
-
-    return SCHEDULERS
-
-
 def _archs() -> tuple[str, ...]:
     import segmentation_models_pytorch as smp
 
@@ -171,29 +162,31 @@ TOP: dict[str, tuple[Rule, bool]] = {
     "force": (boolean, True),
     "retry_failed": (boolean, True),
 }
+# every trainer key is required (conf/trainer/default.yaml holds them all); the keys are those of
+# bench.trainer_config.TrainerConfig, whose unknown_keys() names any other
 TRAINER: dict[str, tuple[Rule, bool]] = {
     "device": (device, True),
     "max_steps": (integer(1), True),
     "batch_size": (integer(1), True),
-    "optimizer.name": (choice(_optimizers), True),
+    "optimizer.name": (choice(OPTIMIZERS), True),
     "optimizer.lr": (number(0), True),
-    "optimizer.weight_decay": (number(0, strict=False), False),
-    "optimizer.momentum": (number(0, strict=False, hi=1), False),
-    "optimizer.loss_lr": (optional(number(0)), False),
-    "scheduler.name": (choice(_schedulers), True),
-    "scheduler.power": (number(0, strict=False), False),
-    "scheduler.warmup_steps": (integer(0), False),
-    "amp": (boolean, False),
-    "channels_last": (boolean, False),
-    "compile": (boolean, False),
-    "deterministic": (boolean, False),
-    "progress_bar": (boolean, False),
-    "grad_clip": (optional(number(0)), False),
-    "log_every": (integer(1), False),
-    "eval_every": (integer(0), False),
-    "ckpt_every": (integer(0), False),
-    "monitor": (choice(MONITORS), False),
-    "eval_workers": (workers, False),
+    "optimizer.weight_decay": (number(0, strict=False), True),
+    "optimizer.momentum": (number(0, strict=False, hi=1), True),
+    "optimizer.loss_lr": (optional(number(0)), True),
+    "scheduler.name": (choice(SCHEDULERS), True),
+    "scheduler.power": (number(0, strict=False), True),
+    "scheduler.warmup_steps": (integer(0), True),
+    "amp": (boolean, True),
+    "channels_last": (boolean, True),
+    "compile": (boolean, True),
+    "grad_clip": (optional(number(0)), True),
+    "log_every": (integer(1), True),
+    "eval_every": (integer(0), True),
+    "ckpt_every": (integer(0), True),
+    "monitor": (choice(MONITORS), True),
+    "deterministic": (boolean, True),
+    "progress_bar": (boolean, True),
+    "eval_workers": (workers, True),
 }
 DATA: dict[str, tuple[Rule, bool]] = {
     "name": (choice(_datasets), True),
@@ -293,6 +286,8 @@ def check_config(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
             errors.append(f"{group}={section!r}: expected a config group (choose one with {group}=<name>)")
             continue
         errors += _apply(section, raw.get(group), f"{group}.", rules)
+        if group == "trainer":
+            errors += unknown_keys(section)
     logger = cfg.get("logger")
     if isinstance(logger, Mapping) and logger.get("name") == "wandb":
         errors += _apply(logger, raw.get("logger"), "logger.", WANDB)

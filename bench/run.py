@@ -1,4 +1,8 @@
-"""One run: build model, loss and data from the config, then train → evaluate → record.
+"""One run: ``build(cfg)`` → :class:`Parts`, then ``execute(parts, record)``: train → evaluate → record.
+
+:func:`build` makes the parts a config describes (model, loss, train and test data, logger, the
+typed trainer config, the evaluation settings) and can be used alone; :func:`execute` trains and
+scores them; :func:`run` wraps both in what makes a run safe to re-launch, below.
 
 The run directory is Hydra's output dir, named by the run's overrides (``bench.naming``); one
 process writes it at a time (``bench.lock``). A run is its config: the fingerprint of the resolved
@@ -13,7 +17,8 @@ an existing run directory first compares it:
   ``superseded/<time>/`` (never loaded, never deleted).
 
 Every outcome — completed, failed (with the error, and for a NaN loss the step), interrupted — is
-written to ``record.json`` atomically, by rank 0 only under torchrun.
+written to ``record.json`` atomically by its :class:`bench.record.RunRecord`, by rank 0 only under
+torchrun.
 """
 
 from __future__ import annotations
@@ -22,36 +27,32 @@ import contextlib
 import os
 import shutil
 import time
-import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 import datasets
 import losses
+from datasets.base import SegDataset
 
 from . import distributed
+from .atomic import remove_stale_temps
 from .evaluate import evaluate
 from .identity import changes, fingerprint
 from .lock import RunLock
 from .logger import NullLogger, make_logger
 from .model import build_model, freeze_unused
 from .protocols import metric_settings
-from .record import (
-    RECORD,
-    git_commit,
-    now,
-    read_record,
-    redact,
-    remove_stale_temps,
-    versions,
-    write_json_atomic,
-)
+from .record import RECORD, RunRecord, git_commit, now, read_record, redact
 from .train import Interrupted, NonFiniteLoss, Trainer, load_checkpoint, seed_everything
+from .trainer_config import TrainerConfig
 
 CHECKPOINTS = ("last.pt", "best.pt")
+ALONE = distributed.Dist()  # a run without torchrun: rank 0 of 1
 SUPERSEDED = "superseded"
 
 
@@ -183,6 +184,205 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str) -> dict[str, Any]:
             distributed.cleanup()
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """How the test set is scored: under every protocol of ``data.protocol`` at the end, under the
+    first during training (``trainer.eval_every``); ``metric_kwargs``: ``bench.protocols.metric_settings``."""
+
+    protocols: list[str]
+    eval_classes: list[int] | None
+    batch_size: int
+    metric_kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a run is made of, built from its config by :func:`build`; nothing trained yet."""
+
+    model: nn.Module
+    loss: nn.Module
+    loss_name: str
+    loss_inputs: tuple[str, ...]  # what the loss takes besides (logits, target): aux, features, progress
+    loss_maps: tuple[str, ...]  # ground-truth-derived maps it takes, made in the loader workers
+    train_set: SegDataset
+    test_set: SegDataset
+    logger: Any  # bench.logger: NullLogger or WandbLogger
+    trainer: TrainerConfig
+    evaluation: Evaluation
+    device: torch.device
+    seed: int
+    num_workers: int  # data loader workers, for training and evaluation
+
+
+def eval_dataset(cfg: DictConfig) -> dict[str, Any]:
+    """The data config the model is scored on: ``data.test_dataset`` (another dataset with the same
+    classes, e.g. Synthia → Cityscapes) or ``data`` itself."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    return data_cfg.get("test_dataset") or data_cfg
+
+
+def build(
+    cfg: DictConfig,
+    rank: distributed.Dist = ALONE,
+    *,
+    run_dir: Path | None = None,
+    run_name: str = "",
+    created: str = "",
+) -> Parts:
+    """The parts of the run ``cfg`` describes: seeds the RNGs, picks the device, builds the data
+    (pre-flighted), the loss, the model and the logger. ``run_dir``: where the run lives (the W&B
+    logger's id); without one the logger is :class:`bench.logger.NullLogger`, as on ranks other
+    than 0. Raises ValueError for data, loss and model configs that do not fit together."""
+    trainer_cfg = TrainerConfig.from_mapping(OmegaConf.to_container(cfg.trainer, resolve=True))
+    seed = int(cfg.seed)
+    seed_everything(seed)
+    device = resolve_device(trainer_cfg.device, rank.local_rank)
+    if trainer_cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not trainer_cfg.deterministic
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    train_set = datasets.build(cfg.data.name, root=cfg.data.root, seed=seed, **data_cfg["train"])
+    eval_cfg = eval_dataset(cfg)
+    test_set = datasets.build(eval_cfg["name"], root=eval_cfg["root"], **eval_cfg["test"])
+    if tuple(test_set.class_names) != tuple(train_set.class_names):
+        raise ValueError(
+            f"data.test_dataset {eval_cfg['name']!r} has classes {test_set.class_names}, but the model "
+            f"is trained on {cfg.data.name!r} with {train_set.class_names}"
+        )
+    for part in (train_set, test_set):  # data pre-flight (issue 11): files open, labels in range
+        part.preflight()
+    # NSD tolerances, Boundary IoU width: checked before training
+    metric_kwargs = metric_settings({**data_cfg, **eval_cfg}, test_set.class_names)
+    num_classes = cfg.data.num_classes
+    if train_set.num_classes != num_classes:
+        raise ValueError(
+            f"data.num_classes={num_classes} but dataset {cfg.data.name!r} has "
+            f"{train_set.num_classes} classes {train_set.class_names}"
+        )
+    loss_params = OmegaConf.to_container(cfg.loss.params, resolve=True)
+    info = losses.loss_info(cfg.loss.name, loss_params)  # a composite: its terms' inputs
+    loss_fn = losses.create_loss(
+        cfg.loss.name, num_classes=num_classes, ignore_index=int(cfg.data.ignore_index), **loss_params
+    )
+    model = build_model(
+        cfg.model.arch,
+        cfg.model.encoder_name,
+        cfg.model.encoder_weights,
+        in_channels=cfg.data.in_channels,
+        num_classes=num_classes,
+        aux_channels=info.num_aux_channels(num_classes),
+        with_features="features" in info.inputs,
+        kwargs=OmegaConf.to_container(cfg.model.kwargs, resolve=True),
+    )
+    if rank.enabled:
+        freeze_unused(model, cfg.data.in_channels)
+        if device.type == "cuda":  # batch statistics over all GPUs, as mmseg's SyncBN
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    logger = NullLogger()
+    if rank.main and run_dir is not None:
+        logger = make_logger(
+            OmegaConf.to_container(cfg.logger, resolve=True),
+            run_dir=run_dir,
+            name=run_name,
+            config=run_config(cfg),
+            created=created,
+        )
+    protocols = [cfg.data.protocol] if isinstance(cfg.data.protocol, str) else list(cfg.data.protocol)
+    return Parts(
+        model=model,
+        loss=loss_fn,
+        loss_name=cfg.loss.name,
+        loss_inputs=info.inputs,
+        loss_maps=info.gt_maps(OmegaConf.to_container(cfg.loss.params, resolve=True)),
+        train_set=train_set,
+        test_set=test_set,
+        logger=logger,
+        trainer=trainer_cfg,
+        evaluation=Evaluation(
+            protocols=protocols,
+            eval_classes=eval_cfg.get("eval_classes", data_cfg.get("eval_classes")),
+            batch_size=int(eval_cfg.get("eval_batch_size", cfg.data.eval_batch_size)),
+            metric_kwargs=metric_kwargs,
+        ),
+        device=device,
+        seed=seed,
+        num_workers=int(cfg.data.num_workers),
+    )
+
+
+def score(
+    parts: Parts, model: nn.Module, protocols: list[str], rank: distributed.Dist = ALONE
+) -> list[dict[str, Any]]:
+    """``model`` scored on the test set of ``parts``: one metrics block per protocol."""
+    ev = parts.evaluation
+    return evaluate(
+        model,
+        parts.test_set,
+        protocols=protocols,
+        eval_classes=ev.eval_classes,
+        device=parts.device,
+        batch_size=ev.batch_size,
+        num_workers=parts.num_workers,
+        amp=bool(parts.trainer.amp),
+        channels_last=bool(parts.trainer.channels_last),
+        workers=parts.trainer.eval_workers,
+        **ev.metric_kwargs,
+        rank=rank.rank,
+        world=rank.world,
+    )
+
+
+def execute(
+    parts: Parts,
+    record: RunRecord,
+    *,
+    ckpt_dir: Path,
+    fingerprint: str,
+    state: dict[str, Any] | None = None,
+    rank: distributed.Dist = ALONE,
+    run_name: str = "",
+) -> dict[str, Any]:
+    """Train (from ``state``, a checkpoint of this run, when given) → evaluate → record the run
+    completed and close the logger; returns the record. Errors propagate, unrecorded (:func:`run`
+    records them)."""
+    protocols = parts.evaluation.protocols
+    trainer = Trainer(
+        parts.trainer,
+        model=parts.model,
+        loss_fn=parts.loss,
+        loss_name=parts.loss_name,
+        loss_inputs=parts.loss_inputs,
+        loss_maps=parts.loss_maps,
+        train_set=parts.train_set,
+        device=parts.device,
+        seed=parts.seed,
+        ckpt_dir=ckpt_dir,
+        fingerprint=fingerprint,
+        num_workers=parts.num_workers,
+        evaluate=lambda m: score(parts, m, protocols[:1], rank)[0],
+        log=parts.logger.log,
+        rank=rank.rank,
+        world=rank.world,
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+        print(f"[bench] {run_name}: resumed at step {trainer.step}")
+        del state
+    t_train = time.perf_counter()
+    trainer.fit()
+    t_eval = time.perf_counter()
+    metrics = score(parts, trainer.model, protocols, rank)
+    record.complete(
+        metrics,
+        trainer.history,
+        train_s=t_eval - t_train,
+        eval_s=time.perf_counter() - t_eval,
+        steps=trainer.step,
+    )
+    parts.logger.finish(metrics[0])
+    return record.fields
+
+
 def _run(
     cfg: DictConfig,
     run_dir: Path,
@@ -193,163 +393,42 @@ def _run(
     fp: str,
     state: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    save = write_json_atomic if rank.main else (lambda path, obj: None)
-    record: dict[str, Any] = {
-        "status": "running",
-        "fingerprint": fp,
-        "name": run_name,
-        "loss": cfg.loss.name,
-        "data": cfg.data.name,
-        "model": cfg.model.name,
-        "seed": int(cfg.seed),
-        "config": config,
-        "metrics": None,
-        "history": None,
-        "timings": {},
-        "versions": versions(),
-        "commit": git_commit(cfg.paths.root),
-        "created": (previous or {}).get("created", now()),
-        "updated": now(),
-        "run_dir": str(run_dir),
-    }
-    save(run_dir / RECORD, record)
-    logger = None
-    t_start = time.perf_counter()
+    record = RunRecord.start(
+        run_dir,
+        fingerprint=fp,
+        name=run_name,
+        loss=cfg.loss.name,
+        data=cfg.data.name,
+        eval_data=eval_dataset(cfg)["name"],
+        model=cfg.model.name,
+        seed=int(cfg.seed),
+        config=config,
+        commit=git_commit(cfg.paths.root),
+        previous=previous,
+        write=rank.main,
+    )
+    parts = None
     try:
-        seed_everything(int(cfg.seed))
-        device = resolve_device(cfg.trainer.device, rank.local_rank)
-        if cfg.trainer.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-        train_set = datasets.build(cfg.data.name, root=cfg.data.root, seed=int(cfg.seed), **data_cfg["train"])
-        # evaluation on another dataset with the same classes (e.g. Synthia → Cityscapes)
-        eval_cfg = data_cfg.get("test_dataset") or data_cfg
-        test_set = datasets.build(eval_cfg["name"], root=eval_cfg["root"], **eval_cfg["test"])
-        if tuple(test_set.class_names) != tuple(train_set.class_names):
-            raise ValueError(
-                f"data.test_dataset {eval_cfg['name']!r} has classes {test_set.class_names}, but the model "
-                f"is trained on {cfg.data.name!r} with {train_set.class_names}"
-            )
-        record["eval_data"] = eval_cfg["name"]
-        for part in (train_set, test_set):  # data pre-flight (issue 11): files open, labels in range
-            part.preflight()
-        # NSD tolerances, Boundary IoU width: checked before training
-        metric_kwargs = metric_settings({**data_cfg, **eval_cfg}, test_set.class_names)
-        if train_set.num_classes != cfg.data.num_classes:
-            raise ValueError(
-                f"data.num_classes={cfg.data.num_classes} but dataset {cfg.data.name!r} has "
-                f"{train_set.num_classes} classes {train_set.class_names}"
-            )
-        loss_params = OmegaConf.to_container(cfg.loss.params, resolve=True)
-        info = losses.loss_info(cfg.loss.name, loss_params)  # a composite: its terms' inputs
-        loss_fn = losses.create_loss(
-            cfg.loss.name,
-            num_classes=cfg.data.num_classes,
-            ignore_index=int(cfg.data.ignore_index),
-            **loss_params,
-        )
-        model = build_model(
-            cfg.model.arch,
-            cfg.model.encoder_name,
-            cfg.model.encoder_weights,
-            in_channels=cfg.data.in_channels,
-            num_classes=cfg.data.num_classes,
-            aux_channels=info.num_aux_channels(cfg.data.num_classes),
-            with_features="features" in info.inputs,
-            kwargs=OmegaConf.to_container(cfg.model.kwargs, resolve=True),
-        )
-        if rank.enabled:
-            freeze_unused(model, cfg.data.in_channels)
-            if device.type == "cuda":  # batch statistics over all GPUs, as mmseg's SyncBN
-                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        logger = (
-            make_logger(
-                OmegaConf.to_container(cfg.logger, resolve=True),
-                run_dir=run_dir,
-                name=run_name,
-                config=config,
-                created=record["created"],
-            )
-            if rank.main
-            else NullLogger()
-        )
-        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-
-        protocols = [cfg.data.protocol] if isinstance(cfg.data.protocol, str) else list(cfg.data.protocol)
-
-        def score(m: torch.nn.Module, names: list[str]) -> list[dict[str, Any]]:
-            return evaluate(
-                m,
-                test_set,
-                protocols=names,
-                eval_classes=eval_cfg.get("eval_classes", data_cfg.get("eval_classes")),
-                device=device,
-                batch_size=int(eval_cfg.get("eval_batch_size", cfg.data.eval_batch_size)),
-                num_workers=int(cfg.data.num_workers),
-                amp=bool(cfg.trainer.amp),
-                channels_last=bool(cfg.trainer.channels_last),
-                workers=trainer_cfg.get("eval_workers", 0),
-                **metric_kwargs,
-                rank=rank.rank,
-                world=rank.world,
-            )
-
-        trainer = Trainer(
-            trainer_cfg,
-            model=model,
-            loss_fn=loss_fn,
-            loss_name=cfg.loss.name,
-            loss_inputs=info.inputs,
-            loss_maps=info.gt_maps(OmegaConf.to_container(cfg.loss.params, resolve=True)),
-            train_set=train_set,
-            device=device,
-            seed=int(cfg.seed),
+        parts = build(cfg, rank, run_dir=run_dir, run_name=run_name, created=record.created)
+        return execute(
+            parts,
+            record,
             ckpt_dir=run_dir / "checkpoints",
             fingerprint=fp,
-            num_workers=int(cfg.data.num_workers),
-            evaluate=lambda m: score(m, protocols[:1])[0],
-            log=logger.log,
-            rank=rank.rank,
-            world=rank.world,
+            state=state,
+            rank=rank,
+            run_name=run_name,
         )
-        if state is not None:
-            trainer.load_state_dict(state)
-            print(f"[bench] {run_name}: resumed at step {trainer.step}")
-            del state
-        t_train = time.perf_counter()
-        trainer.fit()
-        t_eval = time.perf_counter()
-        metrics, *more = score(trainer.model, protocols)
-        record.update(
-            status="completed",
-            metrics=metrics,
-            **({"more_metrics": more} if more else {}),
-            history=trainer.history,
-            timings={
-                "train_s": t_eval - t_train,
-                "eval_s": time.perf_counter() - t_eval,
-                "total_s": time.perf_counter() - t_start,
-                "steps": trainer.step,
-            },
-            updated=now(),
-        )
-        save(run_dir / RECORD, record)
-        logger.finish(metrics)
-        return record
     except BaseException as e:
-        if isinstance(e, Interrupted):
-            record.update(status="interrupted", error=str(e))
-        elif isinstance(e, KeyboardInterrupt):  # a second Ctrl-C, or one outside the training loop
-            record.update(status="interrupted", error="aborted by SIGINT; resumable from the last checkpoint")
-        else:
-            record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-            if isinstance(e, NonFiniteLoss):
-                record["failed_step"] = e.step
-        record.update(updated=now(), timings={"total_s": time.perf_counter() - t_start})
-        save(run_dir / RECORD, record)
-        if logger is not None:
-            logger.finish(None)
+        if record.status == "running":  # a failure after the record says completed leaves it so
+            if isinstance(e, Interrupted):
+                record.interrupt(str(e))
+            elif isinstance(e, KeyboardInterrupt):  # a second Ctrl-C, or one outside the training loop
+                record.interrupt("aborted by SIGINT; resumable from the last checkpoint")
+            else:
+                record.fail(e, e.step if isinstance(e, NonFiniteLoss) else None)
+        if parts is not None:
+            parts.logger.finish(None)
         if isinstance(e, Interrupted) and e.chain is not None:
             e.chain(e.signum, None)  # e.g. submitit's checkpoint-and-requeue handler on SLURM
         raise

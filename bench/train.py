@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from datasets.base import worker_init
 from datasets.gt_maps import WithGTMaps
 
-from .record import TMP
+from .atomic import PREVIOUS, atomic_write
+from .trainer_config import OPTIMIZERS, SCHEDULERS, OptimizerConfig, SchedulerConfig, TrainerConfig, shipped
 
 
 class NonFiniteLoss(RuntimeError):
@@ -98,33 +97,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULERS = ("poly", "onecycle", "constant")
-
-
-def make_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+def make_optimizer(params: list[dict[str, Any]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """AdamW or SGD over parameter groups (``[{"params": [...]}, ...]``; a group may set its ``lr``)."""
-    name = cfg["name"]
+    name = cfg.name
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), weight_decay=cfg.get("weight_decay", 0.0)
-        )
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"trainer.optimizer.name={name!r} is not one of: {', '.join(OPTIMIZERS)}")
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], max_steps: int):
+def make_scheduler(opt: torch.optim.Optimizer, cfg: SchedulerConfig, max_steps: int):
     """``poly``: lr·(1 − t/T)^power (TransUNet, mmseg); ``onecycle``: PyTorch's OneCycleLR
     (the survey authors' code); ``constant``. Optional linear warm-up for poly/constant."""
-    name, warm = cfg["name"], int(cfg.get("warmup_steps", 0))
+    name, warm = cfg.name, int(cfg.warmup_steps)
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=max_steps
         )
     if name not in ("poly", "constant"):
         raise ValueError(f"trainer.scheduler.name={name!r} is not one of: {', '.join(SCHEDULERS)}")
-    power = float(cfg.get("power", 0.9)) if name == "poly" else 0.0
+    power = float(cfg.power) if name == "poly" else 0.0
 
     def factor(step: int) -> float:
         ramp = min(1.0, (step + 1) / warm) if warm else 1.0
@@ -173,33 +166,19 @@ def _write_error(path: Path, e: BaseException) -> CheckpointWriteError:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic write (temp file + rename); the previous file is kept as ``<name>.prev``.
+    """Atomic write (``bench.atomic``); the previous file is kept as ``<name>.prev``.
 
     A failed write (disk full, read-only folder) leaves the previous files untouched and raises
     :class:`CheckpointWriteError` naming the path and the free space."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP, dir=path.parent)
-    except OSError as e:
-        raise _write_error(path, e) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(state, f), keep_previous=True)
     except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError (inline_container)
-        Path(tmp).unlink(missing_ok=True)
         raise _write_error(path, e) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """Load ``path`` (``weights_only=True``); fall back to ``<name>.prev`` if it is corrupt."""
-    for candidate in (path, path.with_name(path.name + ".prev")):
+    for candidate in (path, path.with_name(path.name + PREVIOUS)):
         if candidate.exists():
             try:
                 return torch.load(candidate, map_location="cpu", weights_only=True)
@@ -211,11 +190,14 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 class Trainer:
-    """Fits ``model`` with ``loss_fn`` on ``train_set`` for ``cfg['max_steps']`` steps."""
+    """Fits ``model`` with ``loss_fn`` on ``train_set`` for ``cfg.max_steps`` steps.
+
+    ``cfg``: a :class:`TrainerConfig`, or a mapping of the keys that differ from the shipped
+    config (``bench.trainer_config.shipped``)."""
 
     def __init__(
         self,
-        cfg: dict[str, Any],
+        cfg: TrainerConfig | Mapping[str, Any],
         *,
         model: nn.Module,
         loss_fn: nn.Module,
@@ -233,31 +215,32 @@ class Trainer:
         rank: int = 0,
         world: int = 1,
     ) -> None:
+        cfg = cfg if isinstance(cfg, TrainerConfig) else shipped(**cfg)
         self.cfg, self.device, self.seed = cfg, device, seed
-        self.max_steps = int(cfg["max_steps"])
-        self.batch_size = int(cfg["batch_size"])
+        self.max_steps = int(cfg.max_steps)
+        self.batch_size = int(cfg.batch_size)
         self.loss_fn, self.loss_name, self.loss_inputs = loss_fn.to(device), loss_name, loss_inputs
         self.loss_maps = tuple(loss_maps)  # target maps the loss takes, made in the loader workers
         self.train_set, self.num_workers = train_set, num_workers
         self.evaluate, self.log = evaluate, log
         self.rank, self.world = rank, world
         self.ckpt_dir, self.fingerprint = ckpt_dir, fingerprint
-        self.channels_last = bool(cfg.get("channels_last", True))
-        self.amp = bool(cfg.get("amp", True)) and device.type == "cuda"
+        self.channels_last = bool(cfg.channels_last)
+        self.amp = bool(cfg.amp) and device.type == "cuda"
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else None)
         self.forward = self.model
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.get("compile"):
+        if cfg.compile:
             self.forward = torch.compile(self.forward)
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]  # e.g. T-loss's ν
         if loss_params:
-            loss_lr = cfg["optimizer"].get("loss_lr")
+            loss_lr = cfg.optimizer.loss_lr
             groups.append({"params": loss_params, **({"lr": float(loss_lr)} if loss_lr is not None else {})})
-        self.optimizer = make_optimizer(groups, cfg["optimizer"])
-        self.scheduler = make_scheduler(self.optimizer, cfg["scheduler"], self.max_steps)
+        self.optimizer = make_optimizer(groups, cfg.optimizer)
+        self.scheduler = make_scheduler(self.optimizer, cfg.scheduler, self.max_steps)
         self.step, self.best = 0, -math.inf
         self.history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
         self._signal: int | None = None
@@ -380,8 +363,8 @@ class Trainer:
             loss = self.loss_fn(out["logits"], target, **{k: ctx[k] for k in self.loss_inputs}, **maps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.get("grad_clip"):
-            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg["grad_clip"]))
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.grad_clip))
         self.optimizer.step()
         self.scheduler.step()
         return loss.detach()
@@ -408,16 +391,16 @@ class Trainer:
         Raises :class:`NonFiniteLoss` (with the first bad step) and, after writing a checkpoint,
         :class:`Interrupted` when SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived (checked at log steps, so all
         ranks stop at the same step)."""
-        log_every = max(1, int(self.cfg.get("log_every", 20)))
-        eval_every = int(self.cfg.get("eval_every", 0) or 0)
-        ckpt_every = int(self.cfg.get("ckpt_every", 0) or 0)
+        log_every = max(1, int(self.cfg.log_every))
+        eval_every = int(self.cfg.eval_every)
+        ckpt_every = int(self.cfg.ckpt_every)
         self.model.train()
         batches = self._loader()
         total = torch.full((), float(self._partial[0]), device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         count, t0 = int(self._partial[1]), time.perf_counter()
         bar = None
-        if self.cfg.get("progress_bar", True) and self.rank == 0:
+        if self.cfg.progress_bar and self.rank == 0:
             from tqdm import tqdm
 
             bar = tqdm(total=self.max_steps, initial=self.step, desc=self.loss_name, dynamic_ncols=True)
@@ -464,7 +447,7 @@ class Trainer:
     def _periodic_eval(self) -> None:
         metrics = self.evaluate(self.model)
         self.model.train()
-        value = metrics["mean"].get(self.cfg.get("monitor", "dsc"))
+        value = metrics["mean"].get(self.cfg.monitor)
         entry = {"step": self.step, **{f"test/{k}": v for k, v in metrics["mean"].items()}}
         self.history["eval"].append(entry)
         self.log({k: v for k, v in entry.items() if k != "step"}, self.step)

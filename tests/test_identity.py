@@ -10,9 +10,9 @@ import pytest
 from helpers import ROOT, TINY, make_cfg
 from omegaconf import OmegaConf
 
+from bench.atomic import remove_stale_temps
 from bench.identity import NON_IDENTITY, changes, fingerprint, flatten, identity, mask, mask_text
 from bench.lock import RunLock, RunLocked
-from bench.record import remove_stale_temps
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 import signal
 
 import pytest
 import torch
+from helpers import make_cfg
+from omegaconf import OmegaConf
 from torch import nn
 
 from bench.train import (
@@ -17,6 +21,14 @@ from bench.train import (
     load_checkpoint,
     make_scheduler,
     save_checkpoint,
+)
+from bench.trainer_config import (
+    DEFAULTS,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainerConfig,
+    keys,
+    shipped,
 )
 from datasets.synthetic import synthetic
 
@@ -59,7 +71,7 @@ def test_empty_training_split_is_a_clear_error():
 
 def test_poly_schedule_decays_to_zero():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = make_scheduler(opt, {"name": "poly", "power": 0.9}, max_steps=10)
+    sched = make_scheduler(opt, SchedulerConfig("poly", power=0.9, warmup_steps=0), max_steps=10)
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])
@@ -170,3 +182,70 @@ def test_loss_parameters_are_optimised_with_their_own_learning_rate(tmp_path, da
         tmp_path / "o", data_root, loss_fn=losses.create_loss("t_loss", num_classes=9), **cfg
     )
     assert [g["lr"] for g in other.optimizer.param_groups] == [1e-2, 1e-3]
+
+
+# -- the trainer config: conf/trainer/default.yaml is the one home of every default ----------------
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_every_trainer_default_lives_in_default_yaml_alone(tmp_path):
+    for kind in (TrainerConfig, OptimizerConfig, SchedulerConfig):  # the typed config has none
+        assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(kind))
+        assert all(f.default_factory is dataclasses.MISSING for f in dataclasses.fields(kind))
+    default = _flat(OmegaConf.to_container(OmegaConf.load(DEFAULTS)))
+    assert list(default) == keys()  # the YAML holds every key of the typed config, nothing else
+    debug = _flat(OmegaConf.to_container(OmegaConf.load(DEFAULTS.with_name("debug.yaml"))))
+    debug.pop("defaults")
+    assert debug and all(default[k] != v for k, v in debug.items())  # changes, never repeats
+    # the composed config (no overrides but the dataset) is the YAML's, and types as it is
+    cfg = make_cfg(["+data=synthetic"], data_root=tmp_path, output_dir=tmp_path)
+    composed = OmegaConf.to_container(cfg.trainer, resolve=True)
+    typed = TrainerConfig.from_mapping(composed)
+    assert dataclasses.asdict(typed) == composed
+    assert typed == shipped(batch_size=cfg.data.batch_size)
+    assert (typed.max_steps, typed.optimizer.lr, typed.eval_workers) == (2000, 1e-3, "auto")
+
+
+def test_a_trainer_given_some_keys_takes_the_others_from_default_yaml(tmp_path, data_root):
+    yaml = OmegaConf.load(DEFAULTS)
+    trainer = make_trainer(tmp_path, data_root, optimizer={"name": "sgd", "lr": 0.1})
+    (group,) = trainer.optimizer.param_groups
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (
+        0.1,
+        yaml.optimizer.momentum,
+        yaml.optimizer.weight_decay,  # not a fallback of the code (it was 0.0 there)
+    )
+    assert trainer.cfg.monitor == yaml.monitor and trainer.cfg.scheduler.power == yaml.scheduler.power
+    with pytest.raises(ValueError, match="batch_size is not set"):
+        shipped(max_steps=3)
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"max_step": 3}, r"trainer\.max_step=3: unknown key; remove it or use one of: device, max_steps"),
+        ({"optimizer": {"betas": [0.9, 0.99]}}, r"trainer\.optimizer\.betas=\[0\.9, 0\.99\]: unknown key"),
+    ],
+)
+def test_an_unknown_trainer_key_is_refused_by_name(change, error):
+    with pytest.raises(ValueError, match=error):
+        shipped(batch_size=2, **change)
+
+
+def test_a_missing_trainer_key_is_named():
+    complete = dataclasses.asdict(shipped(batch_size=2))
+    del complete["scheduler"]["warmup_steps"]
+    del complete["amp"]
+    with pytest.raises(ValueError) as info:
+        TrainerConfig.from_mapping(complete)
+    assert re.findall(r"(trainer\.\S+) is missing", str(info.value)) == [
+        "trainer.scheduler.warmup_steps",
+        "trainer.amp",
+    ]
+    assert "conf/trainer/default.yaml has every key" in str(info.value)

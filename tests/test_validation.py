@@ -24,9 +24,10 @@ from helpers import ROOT, TINY, bench_cli, make_cfg, records
 from omegaconf import OmegaConf
 
 import datasets
-from bench.config_check import check_config, output_problem
+from bench.config_check import TRAINER, check_config, output_problem
 from bench.run import run
 from bench.train import CheckpointWriteError, load_checkpoint, save_checkpoint
+from bench.trainer_config import keys as trainer_keys
 from datasets.synthetic import write_synthetic_synapse
 
 
@@ -104,6 +105,20 @@ def test_every_error_is_reported_at_once_and_missing_keys_are_named(base):
         "data.num_classes",
     ]
     assert errors[1] == "trainer.optimizer.lr is missing; expected a number > 0"
+
+
+def test_an_unknown_trainer_key_is_refused_by_name_and_every_key_is_checked(base):
+    assert set(TRAINER) == set(trainer_keys())  # a rule for each key of the typed trainer config
+    cfg = _with(base, trainer__max_step=3, trainer__optimizer__betas=[0.9, 0.99])
+    assert check_config(cfg) == [
+        "trainer.max_step=3: unknown key; remove it or use one of: device, max_steps, batch_size, "
+        "optimizer, scheduler, amp, channels_last, compile, grad_clip, log_every, eval_every, ckpt_every, "
+        "monitor, deterministic, progress_bar, eval_workers",
+        "trainer.optimizer.betas=[0.9, 0.99]: unknown key; remove it or use one of: "
+        "name, lr, weight_decay, momentum, loss_lr",
+    ]
+    del cfg["trainer"]["max_step"], cfg["trainer"]["optimizer"]["betas"], cfg["trainer"]["amp"]
+    assert check_config(cfg) == ["trainer.amp is missing; expected true or false"]  # no fallback in the code
 
 
 def test_an_interpolated_value_names_where_it_comes_from(tmp_path):
