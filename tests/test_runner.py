@@ -238,3 +238,41 @@ def test_the_parts_of_a_run_are_built_alone(tmp_path, data_root):
     logits = parts.model(torch.zeros(1, 1, 32, 32))["logits"]
     assert logits.shape == (1, 9, 32, 32)
     assert not any(tmp_path.iterdir())  # nothing written: no run directory, record or checkpoint
+
+
+class _Recorder(NullLogger):
+    """A logger that keeps what the run sends at the end."""
+
+    def finish(self, metrics, more=()):
+        self.sent = (metrics, list(more))
+
+
+def test_every_protocol_reaches_the_logger_and_subsets_are_the_training_sets(
+    tmp_path, data_root, monkeypatch
+):
+    recorder = _Recorder()
+    monkeypatch.setattr(bench.run, "make_logger", lambda *a, **k: recorder)
+    real_build = bench.run.build
+
+    def build_with_subsets(*args, **kwargs):  # the training set (only) names a class subset
+        parts = real_build(*args, **kwargs)
+        parts.train_set.eval_subsets = {"FirstTwo": [1, 2]}
+        assert not getattr(parts.test_set, "eval_subsets", {})
+        return parts
+
+    monkeypatch.setattr(bench.run, "build", build_with_subsets)
+    cfg = make_cfg(
+        ["+loss=ce", "+data=synthetic", *TINY, "trainer.max_steps=2", "data.protocol=[default,transunet]"],
+        data_root=data_root,
+        output_dir=tmp_path,
+    )
+    record = run(cfg, tmp_path / "p", "p")
+    first, more = recorder.sent
+    assert first["protocol"] == "default" and first["mean"]["dsc"] == record["metrics"]["mean"]["dsc"]
+    assert [m["protocol"] for m in more] == ["transunet"]
+    assert more[0]["mean"] == record["more_metrics"][0]["mean"]
+    for block in (record["metrics"], *record["more_metrics"]):
+        names = list(block["per_class"])[:2]
+        sub = block["subsets"]["firsttwo"]
+        assert sub["classes"] == names
+        assert sub["dsc"] == pytest.approx(sum(block["per_class"][n]["dsc"] for n in names) / 2)
