@@ -422,3 +422,11 @@ def test_cldice_scores_a_broken_vessel_worse_than_a_shaved_blob_at_equal_dice():
 def test_cldice_rejects_invalid_options_by_name(options, message):
     with pytest.raises(ValueError, match=message):
         create_loss("cldice", num_classes=3, **options)
+
+
+def test_lovasz_row_sort_equals_a_stable_batched_sort_with_ties():
+    from losses.lovasz import sort_rows
+
+    g = torch.Generator().manual_seed(3)
+    keys = torch.randint(0, 7, (5, 300), generator=g, dtype=torch.int32)  # many ties
+    assert torch.equal(sort_rows(keys), keys.sort(dim=-1, stable=True).indices)
