@@ -430,3 +430,18 @@ def test_lovasz_row_sort_equals_a_stable_batched_sort_with_ties():
     g = torch.Generator().manual_seed(3)
     keys = torch.randint(0, 7, (5, 300), generator=g, dtype=torch.int32)  # many ties
     assert torch.equal(sort_rows(keys), keys.sort(dim=-1, stable=True).indices)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_rmi_labels_pooled_from_indices_equal_the_pooled_one_hot(kind, size):
+    from losses.rmi import pool_labels, pool_masked
+
+    g = torch.Generator().manual_seed(size)
+    target = torch.randint(0, 4, (2, 13, 17), generator=g)
+    target[torch.rand(2, 13, 17, generator=g) < 0.2] = 255
+    valid = target != 255
+    onehot = F.one_hot(torch.where(valid, target, 0), 4).permute(0, 3, 1, 2).float()
+    onehot = onehot * valid.unsqueeze(1)
+    expected = pool_masked(onehot, None, size, kind)
+    assert torch.allclose(pool_labels(target, valid, 4, size, kind), expected, atol=1e-7)
