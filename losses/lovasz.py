@@ -96,21 +96,20 @@ class LovaszSoftmaxLoss(SegLoss):
         k, groups = probs.shape[1], 1 if self.batch else target.shape[0]
         classes = torch.arange(self.first, self.num_classes, device=target.device).view(1, -1, 1, 1)
         fg = (target.unsqueeze(1) == classes) & valid.unsqueeze(1)
-        # rows of [K*G, N], one per class (and image): the sort key and the foreground flags. The
-        # key bits(1) - bits(error) ascends with decreasing error (the bits of floats >= 0 are
-        # ordered as the floats); ignored pixels get bits(1) + 1, after every valid error.
+        # one row of [K*G, N] per class (and image) to sort. The key 2·(bits(1) - bits(error)) + fg
+        # ascends with decreasing error (the bits of floats >= 0 are ordered as the floats) and
+        # carries the foreground flag in its lowest bit, so the sorted keys hold the sorted flags;
+        # ignored pixels get 2·(bits(1) + 1), after every valid error. All of it fits in int32.
         p = probs.detach()
         bits = torch.where(fg, 1 - p, p).view(torch.int32)
-        key = torch.where(valid.unsqueeze(1), _ONE_BITS - bits, _ONE_BITS + 1)
-        key = key.transpose(0, 1).reshape(k * groups, -1)
-        fg_rows = fg.transpose(0, 1).reshape(k * groups, -1)
-        order = sort_rows(key)
-        fg_sorted = fg_rows.gather(-1, order)
+        key = torch.where(valid.unsqueeze(1), (_ONE_BITS - bits) * 2 + fg, (_ONE_BITS + 1) * 2)
+        sorted_keys, order = sort_rows(key.transpose(0, 1).reshape(k * groups, -1))
+        fg_sorted = (sorted_keys & 1).bool()
         grad = lovasz_grad(fg_sorted, self.smooth, torch.float32)  # [K*G, N], ignored pixels last
         # mean over the counted classes, then over the groups with a valid pixel: one coefficient per row
         valid_groups = valid.reshape(groups, -1).any(-1)  # [G]
         if self.classes == "present":
-            counted = fg_rows.any(-1).view(k, groups).float()
+            counted = fg_sorted.any(-1).view(k, groups).float()
         else:
             counted = valid_groups.float().expand(k, groups)
         coef = counted / counted.sum(0).clamp_min(1) * (valid_groups / valid_groups.sum().clamp_min(1))
@@ -123,10 +122,13 @@ class LovaszSoftmaxLoss(SegLoss):
         return (probs * slope).sum() + constant
 
 
-def sort_rows(keys: Tensor) -> Tensor:
-    """Stable ascending order of each row of the 2-D int32 ``keys``: one batched sort on CUDA; on
-    the CPU a 1-D sort per row, several times faster there than torch's batched sort along a dim.
-    Both give the same order (stable sort of integers)."""
+def sort_rows(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Stable ascending sort of each row of the 2-D int32 ``keys`` (values, indices): one batched sort
+    on CUDA; on the CPU a 1-D sort per row, several times faster there than torch's batched sort
+    along a dim. Both give the same result (stable sort of integers)."""
     if keys.is_cuda:
-        return keys.sort(dim=-1, stable=True).indices
-    return torch.stack([row.sort(stable=True).indices for row in keys.unbind(0)])
+        return keys.sort(dim=-1, stable=True)
+    values, indices = torch.empty_like(keys), torch.empty(keys.shape, dtype=torch.long)
+    for row, v, i in zip(keys.unbind(0), values.unbind(0), indices.unbind(0), strict=True):
+        torch.sort(row, stable=True, out=(v, i))
+    return values, indices
