@@ -32,10 +32,13 @@ def lovasz_grad(fg_sorted: Tensor, smooth: float = 0.0, dtype: torch.dtype = tor
     # counts are integers <= n: exact in float32 up to 2**24 (a float cumsum is several times faster
     # than an integer one on the CPU), in float64 beyond
     count = torch.float32 if n <= 2**24 else torch.float64
-    seen = fg.to(count).cumsum(-1)  # F_k
-    rest = seen[..., -1:] - seen  # P - F_k: the foreground after position k
-    union = (rest + torch.arange(1, n + 1, device=fg.device, dtype=count)).to(dtype) + smooth
-    inter = rest.to(dtype) + smooth
+    seen = fg.to(count).cumsum_(-1)  # F_k
+    inter = seen[..., -1:] - seen  # P - F_k: the foreground after position k
+    union = inter + torch.arange(1, n + 1, device=fg.device, dtype=count)
+    if smooth:
+        inter += smooth
+        union += smooth
+    inter, union = inter.to(dtype), union.to(dtype)
     # 1/U_k on the foreground, I_k/((U_k - 1) U_k) elsewhere; J_1 - J_0 = 1/U_1 (also when P + s = 0)
     grad = torch.where(fg, 1.0, inter.div_(union - 1)).div_(union)
     grad[..., 0] = 1 / union[..., 0]
@@ -102,7 +105,8 @@ class LovaszSoftmaxLoss(SegLoss):
         # ignored pixels get 2·(bits(1) + 1), after every valid error. All of it fits in int32.
         p = probs.detach()
         bits = torch.where(fg, 1 - p, p).view(torch.int32)
-        key = torch.where(valid.unsqueeze(1), (_ONE_BITS - bits) * 2 + fg, (_ONE_BITS + 1) * 2)
+        key = bits.neg_().add_(_ONE_BITS).mul_(2).add_(fg)  # in place, no new int32 tensors
+        key.masked_fill_(~valid.unsqueeze(1), (_ONE_BITS + 1) * 2)
         sorted_keys, order = sort_rows(key.transpose(0, 1).reshape(k * groups, -1))
         fg_sorted = (sorted_keys & 1).bool()
         grad = lovasz_grad(fg_sorted, self.smooth, torch.float32)  # [K*G, N], ignored pixels last
