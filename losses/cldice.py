@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .base import SegLoss
 from .registry import register_loss
 
+#: (row, column) offsets into the one-pixel-padded map of the 4 neighbours that erosion takes
+_NEIGHBOURS = ((0, 1), (2, 1), (1, 0), (1, 2))
+
+
+class SoftErode(torch.autograd.Function):
+    """Soft erosion of ``[B,C,H,W]``: the minimum over the pixel and its 4 neighbours (outside = +inf).
+
+    The forward keeps, per pixel, which of the five won (uint8: the centre, then up, down, left,
+    right; the first of equal values); the backward routes the gradient there. That is a quarter of
+    the memory and time of autograd through chained ``torch.minimum``, which saves both inputs and
+    splits ties. Where iterated erosions tie, the tied values are copies of one input pixel, so
+    either rule sends the gradient to the same pixel.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), value=float("inf"))
+        out, winner = x.clone(), torch.zeros(x.shape, dtype=torch.uint8, device=x.device)
+        for d, (dy, dx) in enumerate(_NEIGHBOURS, 1):
+            view = padded[..., dy : dy + h, dx : dx + w]
+            smaller = view < out
+            out = torch.where(smaller, view, out)
+            winner.masked_fill_(smaller, d)
+        ctx.save_for_backward(winner)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (winner,) = ctx.saved_tensors
+        h, w = grad.shape[-2:]
+        out = grad.new_zeros((*grad.shape[:-2], h + 2, w + 2))
+        zero = grad.new_zeros(())
+        for d, (dy, dx) in enumerate(((1, 1), *_NEIGHBOURS)):
+            out[..., dy : dy + h, dx : dx + w] += torch.where(winner == d, grad, zero)
+        return out[..., 1:-1, 1:-1]
+
 
 def soft_erode(x: Tensor) -> Tensor:
-    """Soft erosion of ``[B,C,H,W]``: the minimum over the pixel and its 4 neighbours (outside =
-    +inf). Chained minima of shifted views save less for backward than min-pooling's int64 indices."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1), value=float("inf"))
-    out = x
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        out = out.minimum(padded[..., dy : dy + h, dx : dx + w])
-    return out
+    """Soft erosion of ``[B,C,H,W]``: the minimum over the pixel and its 4 neighbours (outside = +inf),
+    as the authors' ``soft_erode`` (a min of 3×1 and 1×3 min-pools), with a lighter backward
+    (:class:`SoftErode`)."""
+    return SoftErode.apply(x)
 
 
 def soft_dilate(x: Tensor) -> Tensor:
@@ -93,7 +127,7 @@ class ClDiceLoss(SegLoss):
     reproduces the authors' binary loss. Empty rule: a class absent from the target scores 1 on both
     terms when nothing is predicted and is penalised for predicted mass. Ignored pixels count as
     background for the skeletons (their probability and label are set to 0). The target's skeleton
-    is computed in bool arithmetic. Cost: the prediction's skeleton keeps about 10 logits-sized
+    is computed in bool arithmetic. Cost: the prediction's skeleton keeps about 6 logits-sized
     tensors per round for the backward.
     """
 

@@ -27,42 +27,74 @@ def pool_masked(x: Tensor, mask: Tensor | None, size: int, kind: str) -> Tensor:
     return F.avg_pool2d(x, size, size, pad, count_include_pad=True)
 
 
-def centred_vectors(x: Tensor, weight: Tensor, radius: int) -> Tensor:
-    """The ``radius²``-D neighbourhood vectors of ``x [B,C,h,w]`` as ``[B,C,r²,L]``, centred on their
-    mean over the valid points (``weight [B,1,1,L]``) and zeroed at the invalid ones."""
+def pool_labels(target: Tensor, valid: Tensor, num_classes: int, size: int, kind: str) -> Tensor:
+    """:func:`pool_masked` of the one-hot ``target [B,H,W]`` (ignored pixels all-zero) as
+    ``[B,C,h,w]``, without the full-size one-hot: each valid pixel adds to its cell's class, which is
+    ``(y + size//2) // size`` by ``(x + size//2) // size``; ``"max"`` keeps 1 where a class occurs,
+    ``"avg"`` counts and divides by ``size²`` (as ``count_include_pad``). Pixels past the last
+    whole cell are dropped, as the pools drop them."""
+    b, h, w = target.shape
+    pad = size // 2
+    oh, ow = (h + 2 * pad - size) // size + 1, (w + 2 * pad - size) // size + 1
+    rows = (torch.arange(h, device=target.device) + pad) // size
+    cols = (torch.arange(w, device=target.device) + pad) // size
+    inside = (rows < oh)[:, None] & (cols < ow)[None, :] & valid
+    cell = (rows[:, None] * ow + cols[None, :]).expand(b, h, w)
+    index = torch.where(inside, target * (oh * ow) + cell, num_classes * oh * ow)  # spare bin: dropped
+    counts = torch.zeros(b, num_classes * oh * ow + 1, device=target.device)
+    counts.scatter_add_(1, index.flatten(1), torch.ones_like(index, dtype=counts.dtype).flatten(1))
+    counts = counts[:, :-1].view(b, num_classes, oh, ow)
+    return (counts > 0).float() if kind == "max" else counts / (size * size)
+
+
+def neighbourhood_vectors(x: Tensor, weight: Tensor, radius: int) -> Tensor:
+    """The ``radius²``-D neighbourhood vectors of ``x [B,C,h,w]`` as ``[B,C,r²,L]``, zeroed at the
+    invalid points (``weight [B,1,1,L]``)."""
     b, c = x.shape[:2]
-    v = F.unfold(x, radius).view(b, c, radius * radius, -1)
-    mean = (v * weight).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp_min(1)
-    return (v - mean) * weight
+    return F.unfold(x, radius).view(b, c, radius * radius, -1) * weight
 
 
-class Gram64(torch.autograd.Function):
-    """``a @ b^T`` over the last dim of ``[B,C,D,L]`` tensors, summed in float64, one class at a time.
+class CentredGram64(torch.autograd.Function):
+    """Centred Gram matrices of the stacked vectors ``u = [a; b]`` (``a [B,C,Da,L]``, ``b [B,C,Db,L]``)
+    over the ``n [B]`` valid points: ``Σ_l (u_l - m)(u_l - m)^T`` with ``m = Σ_l u_l / n`` (``u`` is zero
+    at the other points), ``[B,C,Da+Db,Da+Db]``, summed in float64 one class at a time.
 
     The official α = 5e-4 sits on un-normalised covariances (sums over thousands of points), below
     the resolution of float32 sums: float32 Gram matrices make ``Σ_{Y|P}`` indefinite (NaN) for good
-    predictions. float32 products are exact in float64, so only the small ``[B,D,L]`` float64 copies of
-    one class exist at a time. The backward runs in the inputs' dtype.
+    predictions. float32 values are exact in float64, so the raw moments ``u u^T - s s^T / n``
+    (``s = Σ_l u_l``) lose nothing there, and only the small ``[B,D,L]`` float64 copy of one class
+    exists at a time. One Gram of the label (``a``) and probability (``b``) vectors holds all three
+    covariances (``Σ_Y``, ``Σ_{YP}``, ``Σ_P``). The backward, ``H (u - m 1^T)`` with ``H = G' + G'^T``,
+    runs in the inputs' dtype for the rows of each input that needs a gradient; it is not zeroed at
+    the invalid points (the caller's mask does that).
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
-        ctx.save_for_backward(a, b)
-        grams = []
+    def forward(ctx, a: Tensor, b: Tensor, n: Tensor) -> Tensor:
+        n = n.double().clamp_min(1).view(-1, 1, 1)
+        grams, means = [], []
         for c in range(a.shape[1]):
-            x = a[:, c].double()
-            y = x if b is a else b[:, c].double()
-            grams.append(x @ y.transpose(-1, -2))
+            x = torch.cat([a[:, c], b[:, c]], 1).double()  # [B,D,L]
+            s = x.sum(-1, keepdim=True)
+            grams.append(x @ x.transpose(-1, -2) - s @ s.transpose(-1, -2) / n)
+            means.append(s / n)
+        ctx.save_for_backward(a, b, torch.stack(means, 1).to(b.dtype))  # means [B,C,D,1]
         return torch.stack(grams, 1)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        a, b = ctx.saved_tensors
-        grad = grad.to(a.dtype)
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        a, b, mean = ctx.saved_tensors
+        da = a.shape[2]
+        grad = grad.to(b.dtype)
         with torch.autocast(grad.device.type, enabled=False):
-            grad_a = grad @ b if ctx.needs_input_grad[0] else None
-            grad_b = grad.transpose(-1, -2) @ a if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b
+            h = grad + grad.transpose(-1, -2)
+            out = []
+            for rows, needed in (
+                (h[..., :da, :], ctx.needs_input_grad[0]),
+                (h[..., da:, :], ctx.needs_input_grad[1]),
+            ):
+                out.append(rows[..., :da] @ a + rows[..., da:] @ b - rows @ mean if needed else None)
+        return out[0], out[1], None
 
 
 @register_loss(
@@ -121,7 +153,6 @@ class RMILoss(SegLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         valid = self.valid(target)
-        onehot = self.one_hot(target)
         x = logits.float()
         if self.activation == "sigmoid":
             # Σ_c BCE(x_c, t_c) = Σ_c softplus(x_c) - x_t for a one-hot t: no full-size target product
@@ -131,26 +162,26 @@ class RMILoss(SegLoss):
         else:
             ce = F.cross_entropy(x, self.safe_target(target), reduction="none")
             pixel, probs = masked_mean(ce, valid), x.softmax(1)
-        return self.ce_weight * pixel + (1 - self.ce_weight) * self.rmi_term(onehot, probs, valid)
+        return self.ce_weight * pixel + (1 - self.ce_weight) * self.rmi_term(target, probs, valid)
 
-    def rmi_term(self, onehot: Tensor, probs: Tensor, valid: Tensor) -> Tensor:
-        """``Σ_c mean_b ½ log det(I + Σ_{Y|P}/α) / r²`` for ``[B,C,H,W]`` labels and probabilities."""
+    def rmi_term(self, target: Tensor, probs: Tensor, valid: Tensor) -> Tensor:
+        """``Σ_c mean_b ½ log det(I + Σ_{Y|P}/α) / r²`` of ``[B,H,W]`` labels, ``[B,C,H,W]`` probs."""
         mask = valid.unsqueeze(1).float()
-        labels = pool_masked(onehot, None, self.pool_size, self.pool)  # already 0 where ignored
+        labels = pool_labels(target, valid, self.num_classes, self.pool_size, self.pool)
         cell = F.max_pool2d(mask, self.pool_size, self.pool_size, self.pool_size // 2)
         probs = pool_masked(probs, mask, self.pool_size, self.pool)
         r, d = self.radius, self.radius * self.radius
         if min(labels.shape[-2:]) < r:
             raise ValueError(
-                f"loss 'rmi': the input {tuple(onehot.shape[-2:])} pooled by pool_size={self.pool_size} is "
+                f"loss 'rmi': the input {tuple(target.shape[-2:])} pooled by pool_size={self.pool_size} is "
                 f"smaller than radius={r}; use larger inputs or a smaller pool_size/radius"
             )
         point = -F.max_pool2d(-cell, r, 1)  # a point is valid when all its r×r cells are
         weight = point.flatten(2).unsqueeze(1)  # [B,1,1,L]
         with torch.autocast(probs.device.type, enabled=False):
-            la = centred_vectors(labels, weight, r)
-            pr = centred_vectors(probs, weight, r)
-            la_cov, pr_cov, la_pr = Gram64.apply(la, la), Gram64.apply(pr, pr), Gram64.apply(la, pr)
+            la, pr = neighbourhood_vectors(labels, weight, r), neighbourhood_vectors(probs.float(), weight, r)
+            gram = CentredGram64.apply(la, pr, weight.sum((1, 2, 3)))  # [B,C,2d,2d]
+        la_cov, la_pr, pr_cov = gram[..., :d, :d], gram[..., :d, d:], gram[..., d:, d:]
         eye = torch.eye(d, dtype=torch.float64, device=probs.device)
         # cholesky_ex: no host sync (torch.linalg.cholesky checks for errors on the CPU)
         chol = torch.linalg.cholesky_ex(pr_cov + self.alpha * eye).L

@@ -422,3 +422,28 @@ def test_cldice_scores_a_broken_vessel_worse_than_a_shaved_blob_at_equal_dice():
 def test_cldice_rejects_invalid_options_by_name(options, message):
     with pytest.raises(ValueError, match=message):
         create_loss("cldice", num_classes=3, **options)
+
+
+def test_lovasz_row_sort_equals_a_stable_batched_sort_with_ties():
+    from losses.lovasz import sort_rows
+
+    g = torch.Generator().manual_seed(3)
+    keys = torch.randint(0, 7, (5, 300), generator=g, dtype=torch.int32)  # many ties
+    values, indices = sort_rows(keys)
+    expected = keys.sort(dim=-1, stable=True)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_rmi_labels_pooled_from_indices_equal_the_pooled_one_hot(kind, size):
+    from losses.rmi import pool_labels, pool_masked
+
+    g = torch.Generator().manual_seed(size)
+    target = torch.randint(0, 4, (2, 13, 17), generator=g)
+    target[torch.rand(2, 13, 17, generator=g) < 0.2] = 255
+    valid = target != 255
+    onehot = F.one_hot(torch.where(valid, target, 0), 4).permute(0, 3, 1, 2).float()
+    onehot = onehot * valid.unsqueeze(1)
+    expected = pool_masked(onehot, None, size, kind)
+    assert torch.allclose(pool_labels(target, valid, 4, size, kind), expected, atol=1e-7)
