@@ -62,19 +62,19 @@ def assert_same_run(a, b):
 
 
 def test_submitit_local_sweep_writes_every_record_and_relaunch_skips(tmp_path):
-    args = ("-m", "hydra/launcher=local", "+loss=ce,dice", "+data=synthetic", "seed=0,1", *TINY)
+    # two jobs, one process each (a sweep over several keys is test_cli's, with the basic launcher)
+    args = ("-m", "hydra/launcher=local", "+loss=ce", "+data=synthetic", "seed=0,1", *TINY)
     res = bench_cli(*args, tmp=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     recs = records(tmp_path / "out")
     assert sorted((r["loss"], r["seed"], r["status"]) for r in recs.values()) == [
         ("ce", 0, "completed"),
         ("ce", 1, "completed"),
-        ("dice", 0, "completed"),
-        ("dice", 1, "completed"),
     ]
-    assert list((tmp_path / "out" / "default" / ".submitit").iterdir())  # went through submitit
+    jobs = [p for p in (tmp_path / "out" / "default" / ".submitit").iterdir() if p.name.isdigit()]
+    assert len(jobs) == 2  # each went through submitit
     again = bench_cli(*args[:1], *args[2:], tmp=tmp_path)  # relaunch (local launcher is enough)
-    assert again.returncode == 0 and (again.stdout + again.stderr).count("already completed") == 4
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("already completed") == 2
 
 
 def test_failed_job_is_recorded_its_sibling_completes_and_configs_are_not_averaged(tmp_path):
