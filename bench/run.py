@@ -241,9 +241,9 @@ def build(
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = not trainer_cfg.deterministic
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    train_set = datasets.build(cfg.data.name, root=cfg.data.root, seed=seed, **data_cfg["train"])
+    train_set = datasets.create_dataset(cfg.data.name, root=cfg.data.root, seed=seed, **data_cfg["train"])
     eval_cfg = eval_dataset(cfg)
-    test_set = datasets.build(eval_cfg["name"], root=eval_cfg["root"], **eval_cfg["test"])
+    test_set = datasets.create_dataset(eval_cfg["name"], root=eval_cfg["root"], **eval_cfg["test"])
     if tuple(test_set.class_names) != tuple(train_set.class_names):
         raise ValueError(
             f"data.test_dataset {eval_cfg['name']!r} has classes {test_set.class_names}, but the model "

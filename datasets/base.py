@@ -6,9 +6,10 @@ Items are dicts: ``image`` float32 ``[C,H,W]`` (normalised), ``label`` int64 ``[
 and in order in evaluation splits, so the evaluator can reassemble volumes; ``spacing(case)`` gives
 mm per voxel in array axis order ``(z, y, x)`` when known, so HD95 can be reported in mm.
 
-Augmentation is deterministic per *sample draw*: ``dataset[i]`` for ``i >= len(dataset)`` reads
-sample ``i % len`` and seeds its augmentation with ``(seed, i)``; optional label noise
-(``label_noise``, see ``datasets.noise``) is drawn from the same generator after augmentation.
+Augmentation (by default of the ``train_splits`` only) is deterministic per *sample draw*:
+``dataset[i]`` for ``i >= len(dataset)`` reads sample ``i % len`` and seeds its augmentation with
+``(seed, i)``; optional label noise (``label_noise``, see ``datasets.noise``) is drawn from the same
+generator after augmentation.
 A sampler that numbers its draws (see ``bench.train``) therefore reproduces every augmented batch
 exactly after a resume, with any number of loader workers.
 """
@@ -16,6 +17,7 @@ exactly after a resume, with any number of loader workers.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -24,11 +26,12 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = 255
+from .noise import apply_label_noise, check_label_noise
 
 
 class SegDataset(Dataset):
@@ -40,19 +43,19 @@ class SegDataset(Dataset):
     units: str = "px"
     #: items are slices of 3D cases, scored as reassembled volumes
     volumetric: bool = False
+    #: the splits that are augmented unless ``augment`` says otherwise
+    train_splits: tuple[str, ...] = ("train",)
 
     def __init__(
         self,
         split: str,
         *,
-        augment: bool = False,
+        augment: bool | None = None,
         seed: int = 0,
         label_noise: Mapping[str, Any] | None = None,
     ) -> None:
-        from .noise import check_label_noise  # (noise imports this module)
-
         self.split = split
-        self.augment_enabled = augment
+        self.augment_enabled = split in self.train_splits if augment is None else bool(augment)
         self.seed = seed
         self.label_noise = check_label_noise(label_noise)
 
@@ -92,8 +95,6 @@ class SegDataset(Dataset):
             rng = np.random.default_rng([self.seed, int(i)])
             sample = self.augment(sample, rng)
             if self.label_noise:
-                from .noise import apply_label_noise
-
                 noisy = apply_label_noise(
                     sample["label"], rng, num_classes=self.num_classes, **self.label_noise
                 )
@@ -118,8 +119,6 @@ def die_with_parent(poll_s: float = 1.0) -> None:
     race of a parent that died before the call."""
     parent = os.getppid()
     if sys.platform.startswith("linux"):
-        import ctypes
-
         with contextlib.suppress(OSError, AttributeError):  # no libc prctl: the watchdog remains
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
 
@@ -134,7 +133,5 @@ def die_with_parent(poll_s: float = 1.0) -> None:
 def worker_init(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: exit with the parent process, one OpenCV thread per worker
     (workers are the parallelism)."""
-    import cv2
-
     die_with_parent()
     cv2.setNumThreads(0)

@@ -29,7 +29,8 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as CS_LABELS
 
 from . import transforms as T
-from .base import IGNORE_INDEX, SegDataset
+from .base import SegDataset
+from .labels import IGNORE_INDEX
 from .registry import register_dataset
 
 _TRAIN = [lb for lb in CS_LABELS if lb.id >= 0 and 0 <= lb.trainId < IGNORE_INDEX]
@@ -99,28 +100,29 @@ class StreetSceneDataset(SegDataset):
     """Image/label PNG pairs with the street-scene pipeline (see the module docstring).
 
     Subclasses set ``class_names``, ``label_table`` (raw id → train id, 256 entries), ``max_label_id``
-    and implement ``read_ids`` (a label file → raw ids ``[H,W]``).
+    and implement ``find`` (the ``(case, image, label)`` triples of a split under a root, checking the
+    layout) and ``read_ids`` (a label file → raw ids ``[H,W]``).
     """
 
     label_table: np.ndarray
     max_label_id: int
     size_divisor = 32
+    #: ``[H, W]``: a fixed resize of every split (bilinear image, nearest label), flips only
+    resize: tuple[int, int] | None = None
 
     def __init__(
         self,
-        pairs: list[tuple[str, Path, Path]],
+        root: Path,
         split: str,
         *,
         crop_size: Sequence[int],
-        scale: Sequence[float],
-        augment: bool,
+        scale: Sequence[float] = (0.5, 2.0),
+        augment: bool | None = None,
         seed: int = 0,
         label_noise: Mapping[str, Any] | None = None,
-        resize: Sequence[int] | None = None,
     ) -> None:
         super().__init__(split, augment=augment, seed=seed, label_noise=label_noise)
-        self.resize = None if resize is None else _pair(resize, "resize", int)
-        self.pairs = pairs
+        self.pairs = self.find(Path(root), split)
         self.crop_size = _pair(crop_size, "crop_size", int)
         if min(self.crop_size) <= 0 or any(c % self.size_divisor for c in self.crop_size):
             raise ValueError(
@@ -129,6 +131,10 @@ class StreetSceneDataset(SegDataset):
         self.scale = _pair(scale, "scale", float)
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be [min, max] with 0 < min <= max; got {scale!r}")
+
+    @staticmethod
+    def find(root: Path, split: str) -> list[tuple[str, Path, Path]]:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -171,12 +177,51 @@ class StreetSceneDataset(SegDataset):
         return {**sample, "image": image, "label": label}
 
 
+@register_dataset(
+    "cityscapes",
+    reference="Cordts et al., The Cityscapes Dataset for Semantic Urban Scene Understanding, CVPR 2016",
+    splits=("train", "val", "test"),
+    prepare=PREPARE,
+)
 class CityscapesDataset(StreetSceneDataset):
-    """Cityscapes ``gtFine``: label ids 0–33 mapped to the 19 train ids."""
+    """Cityscapes fine: 19 classes, 2975 train / 500 val / 1525 test images of 2048×1024.
+
+    Label ids 0–33 are mapped to the 19 train ids. ``label_noise`` is a :mod:`datasets.noise`
+    config; ``resize: [H, W]`` resizes images (bilinear) and labels (nearest) of every split to a
+    fixed size without keeping the aspect ratio and replaces rescale+crop by flips only (the survey
+    authors' 512×512 setting; evaluation is then at that size).
+    """
 
     class_names = CLASS_NAMES
     label_table = LABEL_TO_TRAIN
     max_label_id = MAX_LABEL_ID
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        *,
+        crop_size: Sequence[int] = (512, 1024),
+        resize: Sequence[int] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(root, split, crop_size=crop_size, **options)
+        self.resize = None if resize is None else _pair(resize, "resize", int)
+
+    @staticmethod
+    def find(root: Path, split: str) -> list[tuple[str, Path, Path]]:
+        """The ``(case, image, label)`` triples of ``split`` under ``root``, checking the official layout."""
+        image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+        for folder in (image_dir, label_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"cityscapes: expected folder {folder} (layout: {LAYOUT}). {PREPARE}")
+        images = {p.name.removesuffix(IMAGE_SUFFIX): p for p in image_dir.glob(f"*/*{IMAGE_SUFFIX}")}
+        labels = {p.name.removesuffix(LABEL_SUFFIX): p for p in label_dir.glob(f"*/*{LABEL_SUFFIX}")}
+        if not images and not labels:
+            raise FileNotFoundError(
+                f"cityscapes {split!r} split is empty: no {image_dir}/{{city}}/*{IMAGE_SUFFIX}"
+            )
+        return pair_files(images, labels, "cityscapes")
 
     def read_ids(self, path: Path) -> np.ndarray:
         ids = read_png(path)
@@ -186,53 +231,3 @@ class CityscapesDataset(StreetSceneDataset):
                 "(a *_gtFine_color.png?)"
             )
         return ids
-
-
-def find_cityscapes(root: Path, split: str) -> list[tuple[str, Path, Path]]:
-    """The ``(case, image, label)`` triples of ``split`` under ``root``, checking the official layout."""
-    image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-    for folder in (image_dir, label_dir):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"cityscapes: expected folder {folder} (layout: {LAYOUT}). {PREPARE}")
-    images = {p.name.removesuffix(IMAGE_SUFFIX): p for p in image_dir.glob(f"*/*{IMAGE_SUFFIX}")}
-    labels = {p.name.removesuffix(LABEL_SUFFIX): p for p in label_dir.glob(f"*/*{LABEL_SUFFIX}")}
-    if not images and not labels:
-        raise FileNotFoundError(
-            f"cityscapes {split!r} split is empty: no {image_dir}/{{city}}/*{IMAGE_SUFFIX}"
-        )
-    return pair_files(images, labels, "cityscapes")
-
-
-@register_dataset(
-    "cityscapes",
-    reference="Cordts et al., The Cityscapes Dataset for Semantic Urban Scene Understanding, CVPR 2016",
-    splits=("train", "val", "test"),
-    prepare=PREPARE,
-)
-def cityscapes(
-    root: Path,
-    split: str,
-    crop_size: Sequence[int] = (512, 1024),
-    scale: Sequence[float] = (0.5, 2.0),
-    augment: bool | None = None,
-    seed: int = 0,
-    label_noise: Mapping[str, Any] | None = None,
-    resize: Sequence[int] | None = None,
-) -> CityscapesDataset:
-    """Cityscapes fine: 19 classes, 2975 train / 500 val / 1525 test images of 2048×1024.
-
-    ``augment`` defaults to ``split == "train"``; ``label_noise`` is a :mod:`datasets.noise` config;
-    ``resize: [H, W]`` resizes images (bilinear) and labels (nearest) of every split to a fixed size
-    without keeping the aspect ratio and replaces rescale+crop by flips only (the survey authors'
-    512×512 setting; evaluation is then at that size).
-    """
-    return CityscapesDataset(
-        find_cityscapes(Path(root), split),
-        split,
-        crop_size=crop_size,
-        scale=scale,
-        augment=split == "train" if augment is None else augment,
-        seed=seed,
-        label_noise=label_noise,
-        resize=resize,
-    )

@@ -6,7 +6,7 @@ per sample and after augmentation, so that the training step receives them with 
 of running EDTs on the host inside the loss. The maps are those the loss would compute from the
 same label (the same function, per image), so the loss value is the same either way.
 
->>> train = WithGTMaps(datasets.build("synapse", ...), ("signed_distance",))
+>>> train = WithGTMaps(datasets.create_dataset("synapse", ...), ("signed_distance",))
 >>> train[0]["signed_distance"].shape                          # [num_classes, H, W] float32
 """
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .base import IGNORE_INDEX
+from .labels import IGNORE_INDEX
 
 NOISE_TYPES = ("pixel", "component", "boundary")
 _EIGHT = np.ones((3, 3), bool)

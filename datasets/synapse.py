@@ -33,7 +33,8 @@ import h5py
 import numpy as np
 
 from . import transforms as T
-from .base import IGNORE_INDEX, SegDataset
+from .base import SegDataset
+from .labels import IGNORE_INDEX
 from .registry import register_dataset
 
 CLASS_NAMES = (
@@ -64,11 +65,24 @@ def _read_list(path: Path) -> list[str]:
     return names
 
 
+@register_dataset(
+    "synapse",
+    reference="Synapse multi-organ CT (BTCV), TransUNet preprocessing and 18/12 split (Chen et al. 2021)",
+    splits=("train", "test"),
+    prepare=PREPARE,
+)
 class SynapseDataset(SegDataset):
-    """Slices of the TransUNet Synapse layout (``train``: npz slices; ``test``: h5 volumes)."""
+    """Synapse multi-organ CT: 8 organs + background, 18 training / 12 test volumes.
 
+    Slices of the TransUNet layout (``train``: npz slices; ``test``: h5 volumes). ``label_noise`` is
+    a :mod:`datasets.noise` config applied to training draws; ``ignore_background`` maps label 0 to
+    255 in every split (the survey authors' code: background is neither trained nor scored)."""
+
+    class_names = CLASS_NAMES
     units = "mm"
     volumetric = True
+    #: what to do about bad data, the end of every data error
+    remedy = REDO
 
     def __init__(
         self,
@@ -78,17 +92,12 @@ class SynapseDataset(SegDataset):
         img_size: int = 224,
         augment: bool | None = None,
         seed: int = 0,
-        class_names: tuple[str, ...] = CLASS_NAMES,
         label_noise: Mapping[str, Any] | None = None,
         ignore_background: bool = False,
-        remedy: str = REDO,
     ) -> None:
-        augment = split == "train" if augment is None else augment
         super().__init__(split, augment=augment, seed=seed, label_noise=label_noise)
         self.root, self.size = Path(root), (int(img_size), int(img_size))
         self.ignore_background = bool(ignore_background)
-        self.class_names = tuple(class_names)
-        self.remedy = remedy
         lists = self.root / "lists"
         self._spacing = self._read_spacing(self.root / "spacing.json")
         if self._spacing is None:
@@ -115,12 +124,13 @@ class SynapseDataset(SegDataset):
                 with self._open(f) as h5:
                     absent = [k for k in ("image", "label") if k not in h5]
                     if absent:
-                        raise KeyError(f"{f}: no dataset {' or '.join(map(repr, absent))} in it; {remedy}")
+                        missing = " or ".join(map(repr, absent))
+                        raise KeyError(f"{f}: no dataset {missing} in it; {self.remedy}")
                     img, lab = h5["image"], h5["label"]
                     if img.shape != lab.shape or img.ndim != 3:
                         raise ValueError(
                             f"{f}: image {img.shape} and label {lab.shape} must be equal [D,H,W] volumes; "
-                            + remedy
+                            + self.remedy
                         )
                     self.slices += [(i, z) for z in range(img.shape[0])]
             cases = [f.name.split(".")[0] for f in self.files]
@@ -128,7 +138,7 @@ class SynapseDataset(SegDataset):
             if absent:
                 raise ValueError(
                     f"{self.root / 'spacing.json'} has no entry for the test case(s) {', '.join(absent)}; "
-                    f"{remedy} (or remove spacing.json: HD95 is then reported in voxels)"
+                    f"{self.remedy} (or remove spacing.json: HD95 is then reported in voxels)"
                 )
         self._h5: dict[int, h5py.File] = {}
 
@@ -298,34 +308,3 @@ class SynapseDataset(SegDataset):
 
     def __getstate__(self) -> dict[str, Any]:  # h5py handles do not pickle into workers
         return {**self.__dict__, "_h5": {}}
-
-
-@register_dataset(
-    "synapse",
-    reference="Synapse multi-organ CT (BTCV), TransUNet preprocessing and 18/12 split (Chen et al. 2021)",
-    splits=("train", "test"),
-    prepare=PREPARE,
-)
-def synapse(
-    root: Path,
-    split: str,
-    img_size: int = 224,
-    augment: bool | None = None,
-    seed: int = 0,
-    label_noise: Mapping[str, Any] | None = None,
-    ignore_background: bool = False,
-):
-    """Synapse multi-organ CT: 8 organs + background, 18 training / 12 test volumes.
-
-    ``label_noise`` is a :mod:`datasets.noise` config applied to training draws;
-    ``ignore_background`` maps label 0 to 255 in every split (the survey authors' code: background is
-    neither trained nor scored)."""
-    return SynapseDataset(
-        root,
-        split,
-        img_size=img_size,
-        augment=augment,
-        seed=seed,
-        label_noise=label_noise,
-        ignore_background=ignore_background,
-    )

@@ -5,8 +5,8 @@ TransUNet's label ids, chosen so losses behave differently — large (liver, sto
 kidneys), thin (aorta: a tube through every slice; pancreas: a flat, low-contrast band) and small
 (gallbladder: a few slices, absent from most). Positions, sizes, intensities and voxel spacing vary
 per case; everything is deterministic in ``seed``. The data are written once to ``root`` (atomically:
-temp dir + rename) and read back through :class:`datasets.synapse.SynapseDataset`, the loader of
-the real data.
+temp dir + rename) and read back by :class:`SyntheticDataset`, a
+:class:`datasets.synapse.SynapseDataset` (the loader of the real data).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -151,30 +153,26 @@ def write_synthetic_synapse(
     splits=("train", "test"),
     generated=True,
 )
-def synthetic(
-    root: Path,
-    split: str,
-    img_size: int = 64,
-    augment: bool | None = None,
-    seed: int = 0,
-    generator: dict | None = None,
-    label_noise: dict | None = None,
-    ignore_background: bool = False,
-):
+class SyntheticDataset(SynapseDataset):
     """Synthetic CT-like volumes with 8 organs of very different sizes, generated on first use.
 
     ``generator`` holds the keyword arguments of :func:`write_synthetic_synapse` (cases, depth,
-    size, seed); pass the same for every split of one ``root``. ``label_noise``: see
-    :mod:`datasets.noise`; ``ignore_background`` as for ``synapse``.
+    size, seed); pass the same for every split of one ``root``. The other options are those of
+    :class:`datasets.synapse.SynapseDataset` (``label_noise``, ``ignore_background``, ...).
     """
-    write_synthetic_synapse(root, **(generator or {}))
-    return SynapseDataset(
-        root,
-        split,
-        img_size=img_size,
-        augment=augment,
-        seed=seed,
-        label_noise=label_noise,
-        ignore_background=ignore_background,
-        remedy=f"delete {root} to have it generated again",
-    )
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        *,
+        img_size: int = 64,
+        generator: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        write_synthetic_synapse(root, **(generator or {}))
+        super().__init__(root, split, img_size=img_size, **options)
+
+    @property
+    def remedy(self) -> str:
+        return f"delete {self.root} to have it generated again"

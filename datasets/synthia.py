@@ -22,14 +22,14 @@ also wall, fence and pole.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import IGNORE_INDEX
 from .cityscapes import CLASS_NAMES, StreetSceneDataset, pair_files, read_png
+from .labels import IGNORE_INDEX
 from .registry import register_dataset
 
 #: Synthia class id → Cityscapes train id (DAFormer's mapping); other ids are ignored
@@ -72,13 +72,42 @@ def split_of(stem: str) -> str:
     return "val" if zlib.crc32(stem.encode()) % 10 == 0 else "train"
 
 
+@register_dataset(
+    "synthia",
+    reference="Ros et al., The SYNTHIA Dataset, CVPR 2016 (SYNTHIA-RAND-CITYSCAPES subset)",
+    splits=("train", "val", "all"),
+    prepare=PREPARE,
+)
 class SynthiaDataset(StreetSceneDataset):
-    """SYNTHIA-RAND-CITYSCAPES: Synthia ids 0–22 mapped to the 19 Cityscapes train ids."""
+    """SYNTHIA-RAND-CITYSCAPES: 9,400 synthetic 1280×760 images, 19 Cityscapes classes (16 present).
+
+    Synthia ids 0–22 are mapped to the 19 Cityscapes train ids. ``train`` and ``all`` are augmented
+    by default; ``label_noise`` is a :mod:`datasets.noise` config.
+    """
 
     class_names = CLASS_NAMES
     label_table = LABEL_TO_TRAIN
     max_label_id = MAX_LABEL_ID
     eval_subsets = EVAL_SUBSETS
+    train_splits = ("train", "all")
+
+    def __init__(
+        self, root: Path, split: str, *, crop_size: Sequence[int] = (512, 512), **options: Any
+    ) -> None:
+        super().__init__(root, split, crop_size=crop_size, **options)
+
+    @staticmethod
+    def find(root: Path, split: str) -> list[tuple[str, Path, Path]]:
+        """The ``(stem, image, label)`` triples of ``split`` under ``root``, checking the official layout."""
+        image_dir, label_dir = root / "RGB", root / "GT" / "LABELS"
+        for folder in (image_dir, label_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"synthia: expected folder {folder} (layout: {LAYOUT}). {PREPARE}")
+        images = {p.stem: p for p in image_dir.glob("*.png") if split in ("all", split_of(p.stem))}
+        labels = {p.stem: p for p in label_dir.glob("*.png") if split in ("all", split_of(p.stem))}
+        if not images and not labels:
+            raise FileNotFoundError(f"synthia {split!r} split is empty: no {image_dir}/*.png in it")
+        return pair_files(images, labels, "synthia")
 
     def read_ids(self, path: Path) -> np.ndarray:
         data = read_png(path)
@@ -88,46 +117,3 @@ class SynthiaDataset(StreetSceneDataset):
                 f"got an array of shape {data.shape}"
             )
         return data[:, :, 2]
-
-
-def find_synthia(root: Path, split: str) -> list[tuple[str, Path, Path]]:
-    """The ``(stem, image, label)`` triples of ``split`` under ``root``, checking the official layout."""
-    image_dir, label_dir = root / "RGB", root / "GT" / "LABELS"
-    for folder in (image_dir, label_dir):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"synthia: expected folder {folder} (layout: {LAYOUT}). {PREPARE}")
-    images = {p.stem: p for p in image_dir.glob("*.png") if split in ("all", split_of(p.stem))}
-    labels = {p.stem: p for p in label_dir.glob("*.png") if split in ("all", split_of(p.stem))}
-    if not images and not labels:
-        raise FileNotFoundError(f"synthia {split!r} split is empty: no {image_dir}/*.png in it")
-    return pair_files(images, labels, "synthia")
-
-
-@register_dataset(
-    "synthia",
-    reference="Ros et al., The SYNTHIA Dataset, CVPR 2016 (SYNTHIA-RAND-CITYSCAPES subset)",
-    splits=("train", "val", "all"),
-    prepare=PREPARE,
-)
-def synthia(
-    root: Path,
-    split: str,
-    crop_size: Sequence[int] = (512, 512),
-    scale: Sequence[float] = (0.5, 2.0),
-    augment: bool | None = None,
-    seed: int = 0,
-    label_noise: Mapping[str, Any] | None = None,
-) -> SynthiaDataset:
-    """SYNTHIA-RAND-CITYSCAPES: 9,400 synthetic 1280×760 images, 19 Cityscapes classes (16 present).
-
-    ``augment`` defaults to ``split != "val"``; ``label_noise`` is a :mod:`datasets.noise` config.
-    """
-    return SynthiaDataset(
-        find_synthia(Path(root), split),
-        split,
-        crop_size=crop_size,
-        scale=scale,
-        augment=split != "val" if augment is None else augment,
-        seed=seed,
-        label_noise=label_noise,
-    )

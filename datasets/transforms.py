@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import IGNORE_INDEX
+from .labels import IGNORE_INDEX
 
 
 def resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int], bilinear: bool = False):

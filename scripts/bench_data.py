@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cases = [f"aachen_{i:06d}_000019" for i in range(6)]
             write_cityscapes(Path(tmp) / "cityscapes", "train", cases, size=(1024, 2048), cell=64)
-            ds = datasets.build("cityscapes", root=Path(tmp) / "cityscapes", split="train")
+            ds = datasets.create_dataset("cityscapes", root=Path(tmp) / "cityscapes", split="train")
             rows = breakdown(ds, n, reps)
         section = breakdown_section(rows, f"--breakdown-only --draws {n} --repeats {reps}", args.note)
         old = args.out.read_text() if args.out.exists() else "# Loader throughput (one worker)\n"
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         roots = write_trees(Path(tmp))
         for name in ("cityscapes", "synthia"):
-            ds = datasets.build(name, root=roots[name], split="train")
+            ds = datasets.create_dataset(name, root=roots[name], split="train")
             w, a, labels = street_rows(ds, n, reps)
             whole.append((name, *w))
             augment.append((name, *a))
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
                 for cfg in NOISE:
                     t = seconds_per_call(partial(noisy, labels, cfg), n, reps)
                     noise.append((", ".join(f"{k}={v}" for k, v in cfg.items()), f"{1e3 * t:.1f}"))
-        synapse = datasets.build("synapse", root=roots["synapse"], split="train")
+        synapse = datasets.create_dataset("synapse", root=roots["synapse"], split="train")
         t = seconds_per_call(synapse.__getitem__, n, reps)
         whole.append(("synapse", "512×512 → 224×224", f"{1 / t:.1f}", "–", "–"))
     columns = ("dataset", "image → crop", "ours", "reference", "speed-up")

@@ -35,7 +35,7 @@ import yaml
 import losses
 from bench.model import build_model
 from bench.train import DrawSampler, Trainer
-from datasets.synthetic import synthetic
+from datasets.synthetic import SyntheticDataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,7 +245,7 @@ def main() -> None:
     mcfg = yaml.safe_load((ROOT / "conf" / "model" / f"{args.model}.yaml").read_text())
     tmp = Path(tempfile.mkdtemp())
     gen = {"train_cases": 2, "test_cases": 1, "depth": 16, "size": args.size, "seed": 0}
-    dataset = synthetic(tmp / "data", "train", img_size=args.size, generator=gen, seed=1)
+    dataset = SyntheticDataset(tmp / "data", "train", img_size=args.size, generator=gen, seed=1)
     if args.loss:
         for name in args.loss:
             losses.loss_info(name)  # unknown names fail before any timing

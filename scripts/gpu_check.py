@@ -260,11 +260,11 @@ def check_loader(quick: bool, tmp: Path) -> list[dict[str, Any]]:
         crop = (32, 64) if quick else (512, 1024)
         cases = [f"aachen_{i:06d}_000019" for i in range(2 if quick else 6)]
         write_cityscapes(tmp / "cityscapes", "train", cases, size=size, cell=8 if quick else 64)
-        street = datasets.build("cityscapes", root=tmp / "cityscapes", split="train", crop_size=crop)
+        street = datasets.create_dataset("cityscapes", root=tmp / "cityscapes", split="train", crop_size=crop)
         n = 2 if quick else 8
         depth, syn = (2, 32) if quick else (8, 512)
         gen = {"train_cases": 1, "test_cases": 1, "depth": depth, "size": syn, "seed": 0}
-        synapse = datasets.build(
+        synapse = datasets.create_dataset(
             "synthetic", root=tmp / "synthetic", split="train", img_size=32 if quick else 224, generator=gen
         )
         rows = []

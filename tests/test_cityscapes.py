@@ -31,7 +31,7 @@ def official_train_ids(ids: np.ndarray) -> np.ndarray:
 
 
 def test_label_ids_become_the_official_train_ids_and_class_names(root):
-    ds = datasets.build("cityscapes", root=root, split="val")
+    ds = datasets.create_dataset("cityscapes", root=root, split="val")
     assert ds.class_names == tuple(trainId2label[t].name for t in range(19)) == CLASS_NAMES
     assert ds.units == "px" and len(ds) == 3
     for i, case in enumerate(VAL):
@@ -42,7 +42,7 @@ def test_label_ids_become_the_official_train_ids_and_class_names(root):
 
 
 def test_evaluation_item_is_the_whole_imagenet_normalised_rgb_image(root):
-    item = datasets.build("cityscapes", root=root, split="val")[0]
+    item = datasets.create_dataset("cityscapes", root=root, split="val")[0]
     rgb = np.array(Image.open(root / f"leftImg8bit/val/frankfurt/{VAL[0]}_leftImg8bit.png").convert("RGB"))
     expected = ((rgb / 255.0 - MEAN) / STD).transpose(2, 0, 1)
     assert item["image"].shape == (3, 64, 128) and item["label"].shape == (64, 128)
@@ -50,7 +50,7 @@ def test_evaluation_item_is_the_whole_imagenet_normalised_rgb_image(root):
 
 
 def test_training_items_are_random_crops_reproducible_per_draw(root):
-    ds = datasets.build("cityscapes", root=root, split="train", crop_size=[32, 64], seed=3)
+    ds = datasets.create_dataset("cityscapes", root=root, split="train", crop_size=[32, 64], seed=3)
     a, b, again = ds[0], ds[len(ds)], ds[0]  # same image, different draws; the same draw twice
     assert a["image"].shape == (3, 32, 64) and a["label"].shape == (32, 64)
     assert a["case"] == b["case"]
@@ -81,7 +81,7 @@ def test_scale_crop_equals_resize_then_pad_then_crop(scale):
 
 def test_export_gives_the_official_evaluator_our_confusion_matrix_miou(root, tmp_path):
     export = load_script("export_cityscapes")
-    ds = datasets.build("cityscapes", root=root, split="val")
+    ds = datasets.create_dataset("cityscapes", root=root, split="val")
     rng = np.random.default_rng(4)
     confusion = np.zeros((19, 19), np.int64)
     results = tmp_path / "results"
@@ -123,13 +123,13 @@ def test_train_ids_to_label_ids_rejects_values_that_are_not_train_ids():
 
 def test_missing_root_says_how_to_get_the_data(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"gtFine_trainvaltest\.zip"):
-        datasets.build("cityscapes", root=tmp_path / "nope", split="val")
+        datasets.create_dataset("cityscapes", root=tmp_path / "nope", split="val")
 
 
 def test_wrong_layout_names_the_expected_folder(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(FileNotFoundError, match=r"leftImg8bit/val .*layout"):
-        datasets.build("cityscapes", root=tmp_path, split="val")
+        datasets.create_dataset("cityscapes", root=tmp_path, split="val")
 
 
 def test_images_without_labels_and_labels_without_images_are_named(root):
@@ -137,18 +137,18 @@ def test_images_without_labels_and_labels_without_images_are_named(root):
     with pytest.raises(
         FileNotFoundError, match=f"1 image.* without a label file: .*{VAL[0]}_leftImg8bit.png"
     ):
-        datasets.build("cityscapes", root=root, split="val")
+        datasets.create_dataset("cityscapes", root=root, split="val")
     (root / f"leftImg8bit/val/frankfurt/{VAL[0]}_leftImg8bit.png").unlink()
     (root / f"leftImg8bit/val/lindau/{VAL[2]}_leftImg8bit.png").unlink()
     with pytest.raises(FileNotFoundError, match=f"label file.* without an image: .*{VAL[2]}_gtFine_labelIds"):
-        datasets.build("cityscapes", root=root, split="val")
+        datasets.create_dataset("cityscapes", root=root, split="val")
 
 
 def test_empty_split_is_reported(tmp_path):
     (tmp_path / "leftImg8bit/test/berlin").mkdir(parents=True)
     (tmp_path / "gtFine/test/berlin").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="'test' split is empty"):
-        datasets.build("cityscapes", root=tmp_path, split="test")
+        datasets.create_dataset("cityscapes", root=tmp_path, split="test")
 
 
 def test_unknown_label_ids_are_named_with_their_file_on_load(root):
@@ -156,7 +156,7 @@ def test_unknown_label_ids_are_named_with_their_file_on_load(root):
     ids = np.array(Image.open(path))
     ids[0, :3] = [40, 200, 40]
     write_png(path, ids)
-    ds = datasets.build("cityscapes", root=root, split="val")
+    ds = datasets.create_dataset("cityscapes", root=root, split="val")
     with pytest.raises(ValueError, match=rf"{VAL[2]}_gtFine_labelIds.png: label values \[40, 200\]"):
         ds[2]
 
@@ -165,7 +165,7 @@ def test_colour_label_image_is_rejected(root):
     path = root / f"gtFine/val/frankfurt/{VAL[0]}_gtFine_labelIds.png"
     write_png(path, np.zeros((64, 128, 3), np.uint8))
     with pytest.raises(ValueError, match="single-channel"):
-        datasets.build("cityscapes", root=root, split="val")[0]
+        datasets.create_dataset("cityscapes", root=root, split="val")[0]
 
 
 def test_corrupt_and_mismatched_files_are_named(root):
@@ -173,7 +173,7 @@ def test_corrupt_and_mismatched_files_are_named(root):
     image.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     label = root / f"gtFine/val/lindau/{VAL[2]}_gtFine_labelIds.png"
     write_png(label, np.zeros((32, 128), np.uint8))
-    ds = datasets.build("cityscapes", root=root, split="val")
+    ds = datasets.create_dataset("cityscapes", root=root, split="val")
     with pytest.raises(OSError, match=f"cannot read image .*{VAL[1]}_leftImg8bit.png"):
         ds[1]
     with pytest.raises(ValueError, match=f"{VAL[2]}_gtFine_labelIds.png is \\(128, 32\\)"):
@@ -192,4 +192,4 @@ def test_corrupt_and_mismatched_files_are_named(root):
 )
 def test_bad_options_are_rejected_before_training(root, option, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        datasets.build("cityscapes", root=root, split="train", **option)
+        datasets.create_dataset("cityscapes", root=root, split="train", **option)

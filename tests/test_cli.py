@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,14 @@ def test_no_loss_or_data_lists_the_choices_and_fails(tmp_path):
     assert "focal" in res.stderr and "synthetic" in res.stderr and "unet_r34" in res.stderr
 
 
-def test_plain_group_override_explains_the_plus(tmp_path):
-    res = bench("loss=focal", "+data=synthetic", tmp=tmp_path)
-    assert res.returncode == 2
-    assert "write `+loss=focal`" in res.stderr
+def test_plain_group_override_explains_the_plus(monkeypatch, capsys):
+    from bench.__main__ import cli
+
+    monkeypatch.setattr(sys, "argv", ["bench", "loss=focal", "+data=synthetic"])
+    with pytest.raises(SystemExit) as exit_:
+        cli()  # before Hydra: the same as `python -m bench loss=focal +data=synthetic`
+    assert exit_.value.code == 2
+    assert "write `+loss=focal`" in capsys.readouterr().err
 
 
 def test_data_override_of_a_recipe_is_allowed():

@@ -150,7 +150,7 @@ def test_cleanup_touches_only_the_runs_own_temp_files(tmp_path):
 
 
 def test_names_are_sanitised_and_secrets_masked_in_names_records_logs_and_wandb(tmp_path):
-    secrets = ["sk-test-0123456789abcdef", "tok-9876543210fedcba"]
+    secrets = ["sk-test-0123456789abcdef", "tok-9876543210fedcba", "sk-env-0123456789abcdef0123456789abcdef"]
     res = bench_cli(
         "+loss=ce",
         "+data=synthetic",
@@ -160,7 +160,7 @@ def test_names_are_sanitised_and_secrets_masked_in_names_records_logs_and_wandb(
         f"+logger.api_key={secrets[0]}",
         f"+data.access_token={secrets[1]}",
         tmp=tmp_path,
-        env={"WANDB_MODE": "offline"},
+        env={"WANDB_MODE": "offline", "WANDB_API_KEY": secrets[2]},  # a key in the environment too
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert not any(s in res.stdout + res.stderr for s in secrets)

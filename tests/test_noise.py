@@ -140,8 +140,8 @@ def test_empty_config_means_no_noise():
 def test_dataset_option_noises_training_labels_after_the_same_augmentation(tmp_path):
     write_cityscapes(tmp_path, "train", ["aachen_000000_000019"], seed=6)
     options = {"root": tmp_path, "split": "train", "crop_size": [32, 64], "seed": 1}
-    clean = datasets.build("cityscapes", **options)
-    noisy = datasets.build("cityscapes", **options, label_noise={"type": "pixel", "rate": 1.0})
+    clean = datasets.create_dataset("cityscapes", **options)
+    noisy = datasets.create_dataset("cityscapes", **options, label_noise={"type": "pixel", "rate": 1.0})
     a, b = clean[5], noisy[5]
     np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
     annotated = a["label"] != 255

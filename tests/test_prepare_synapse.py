@@ -81,8 +81,8 @@ def test_volumes_stored_in_another_orientation_give_the_same_arrays(raw, tmp_pat
 def test_the_synapse_loader_reads_the_prepared_data(raw):
     tmp, _ = raw
     out = prep.prepare_synapse(tmp, tmp / "Synapse", train_cases=[5, 6], test_cases=[8])
-    train = datasets.build("synapse", root=out, split="train", img_size=32)
-    test = datasets.build("synapse", root=out, split="test", img_size=32)
+    train = datasets.create_dataset("synapse", root=out, split="train", img_size=32)
+    test = datasets.create_dataset("synapse", root=out, split="test", img_size=32)
     assert len(train) == 8 and len(test) == 4
     assert train[0]["image"].shape == (1, 32, 32) and test[3]["label"].shape == (10, 12)
     assert test[3]["case"] == "case0008" and test.spacing("case0008") == pytest.approx((2.5, 0.7, 0.8))

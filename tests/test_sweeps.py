@@ -63,19 +63,19 @@ def assert_same_run(a, b):
 
 
 def test_submitit_local_sweep_writes_every_record_and_relaunch_skips(tmp_path):
-    args = ("-m", "hydra/launcher=local", "+loss=ce,dice", "+data=synthetic", "seed=0,1", *TINY)
+    # two jobs, one process each (a sweep over several keys is test_cli's, with the basic launcher)
+    args = ("-m", "hydra/launcher=local", "+loss=ce", "+data=synthetic", "seed=0,1", *TINY)
     res = bench_cli(*args, tmp=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     recs = records(tmp_path / "out")
     assert sorted((r["loss"], r["seed"], r["status"]) for r in recs.values()) == [
         ("ce", 0, "completed"),
         ("ce", 1, "completed"),
-        ("dice", 0, "completed"),
-        ("dice", 1, "completed"),
     ]
-    assert list((tmp_path / "out" / "default" / ".submitit").iterdir())  # went through submitit
+    jobs = [p for p in (tmp_path / "out" / "default" / ".submitit").iterdir() if p.name.isdigit()]
+    assert len(jobs) == 2  # each went through submitit
     again = bench_cli(*args[:1], *args[2:], tmp=tmp_path)  # relaunch (local launcher is enough)
-    assert again.returncode == 0 and (again.stdout + again.stderr).count("already completed") == 4
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("already completed") == 2
 
 
 def test_failed_job_is_recorded_its_sibling_completes_and_configs_are_not_averaged(tmp_path):
@@ -98,26 +98,31 @@ def test_failed_job_is_recorded_its_sibling_completes_and_configs_are_not_averag
     assert "non-finite" in again.stderr and "earlier launch" in again.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_then_resume_equals_an_uninterrupted_run(tmp_path, straight, shared, signum):
-    proc = bench_popen(RUN, tmp_path, env=shared)
-    run_dir = wait_for_checkpoint(tmp_path / "out", proc)
-    proc.send_signal(signum)
-    assert proc.wait(120) != 0
-    interrupted = json.loads((run_dir / "record.json").read_text())
-    assert interrupted["status"] == "interrupted", interrupted.get("error")
-    assert signal.Signals(signum).name in interrupted["error"]
-    step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
-    assert 0 < step < 40
+def test_signals_then_resumes_equal_an_uninterrupted_run(tmp_path, straight, shared):
+    """SIGTERM (preemption), resume, SIGINT (Ctrl-C) of the resumed run, resume again: the record
+    equals the uninterrupted run's, loss curve included."""
+    run_dir, newer_than, last_step = None, 0.0, 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        proc = bench_popen(RUN, tmp_path, env=shared)
+        run_dir = wait_for_checkpoint(tmp_path / "out", proc, newer_than=newer_than)
+        proc.send_signal(signum)
+        assert proc.wait(120) != 0
+        newer_than = time.time()
+        interrupted = json.loads((run_dir / "record.json").read_text())
+        assert interrupted["status"] == "interrupted", interrupted.get("error")
+        assert signal.Signals(signum).name in interrupted["error"]
+        step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+        assert last_step < step < 40
+        last_step = step
     resumed = bench_cli(*RUN, tmp=tmp_path, env=shared)
-    assert resumed.returncode == 0 and f"resumed at step {step}" in resumed.stdout
+    assert resumed.returncode == 0 and f"resumed at step {last_step}" in resumed.stdout
     assert_same_run(straight, json.loads((run_dir / "record.json").read_text()))
 
 
 def test_kill_9_never_leaves_a_corrupt_record_or_checkpoint_in_use(tmp_path, straight, shared):
     rng = random.Random(0)
     last_step, killed_at = 0, 0.0
-    for _ in range(3):
+    for _ in range(2):
         proc = bench_popen(RUN, tmp_path, env=shared)
         run_dir = wait_for_checkpoint(tmp_path / "out", proc, newer_than=killed_at)  # this launch wrote one
         time.sleep(rng.uniform(0.0, 0.5))
@@ -161,20 +166,3 @@ def test_two_process_gloo_run_matches_the_single_process_run(tmp_path):
     for key in ("dsc", "iou"):
         assert b["metrics"]["mean"][key] == pytest.approx(a["metrics"]["mean"][key], abs=0.05)
     assert b["metrics"]["mean"]["hd95"] == pytest.approx(a["metrics"]["mean"]["hd95"], rel=0.2)
-
-
-def test_no_secret_lands_in_records_logs_or_saved_configs(tmp_path):
-    secret = "sk-test-0123456789abcdef0123456789abcdef"
-    res = bench_cli(
-        "+loss=ce",
-        "+data=synthetic",
-        *TINY,
-        "logger=wandb",
-        tmp=tmp_path,
-        env={"WANDB_API_KEY": secret, "WANDB_MODE": "offline"},
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert secret not in res.stdout + res.stderr
-    for path in (tmp_path / "out").rglob("*"):
-        if path.is_file():
-            assert secret.encode() not in path.read_bytes(), path

@@ -68,8 +68,8 @@ def test_existing_root_with_other_parameters_is_refused(root):
 
 
 def test_round_trip_through_the_synapse_loader(root):
-    train = datasets.build("synthetic", root=root, split="train", img_size=32, generator=GEN)
-    test = datasets.build("synapse", root=root, split="test", img_size=16)
+    train = datasets.create_dataset("synthetic", root=root, split="train", img_size=32, generator=GEN)
+    test = datasets.create_dataset("synapse", root=root, split="test", img_size=16)
     assert isinstance(train, SynapseDataset) and train.class_names == CLASS_NAMES
     item = train[3]
     assert item["image"].shape == (1, 32, 32) and item["label"].dtype.is_floating_point is False
@@ -95,7 +95,7 @@ def test_augmentation_is_reproducible_per_draw(root):
 
 def test_missing_root_names_the_prepare_script(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"prepare_synapse\.py"):
-        datasets.build("synapse", root=tmp_path / "nope", split="train")
+        datasets.create_dataset("synapse", root=tmp_path / "nope", split="train")
 
 
 def test_bad_label_values_name_the_file(tmp_path):

@@ -24,7 +24,7 @@ def tree(tmp_path):
 
 def test_class_ids_are_read_from_the_red_channel_of_16_bit_labels_and_mapped(tree):
     root, ids = tree
-    ds = datasets.build("synthia", root=root, split="val")
+    ds = datasets.create_dataset("synthia", root=root, split="val")
     assert ds.class_names == CLASS_NAMES and [ds[i]["case"] for i in range(len(ds))] == VAL
     for i, stem in enumerate(VAL):
         expected = np.vectorize(lambda v: DIGEST.get(int(v), 255))(ids[stem])
@@ -34,8 +34,8 @@ def test_class_ids_are_read_from_the_red_channel_of_16_bit_labels_and_mapped(tre
 
 def test_split_rule_is_a_fixed_hash_of_the_file_name(tree):
     root, _ = tree
-    train = datasets.build("synthia", root=root, split="train")
-    everything = datasets.build("synthia", root=root, split="all")
+    train = datasets.create_dataset("synthia", root=root, split="train")
+    everything = datasets.create_dataset("synthia", root=root, split="all")
     assert [split_of(s) for s in VAL] == ["val", "val"]
     assert [train[i]["case"] for i in range(len(train))] == [s for s in STEMS if s not in VAL]
     assert len(everything) == len(STEMS)
@@ -44,7 +44,7 @@ def test_split_rule_is_a_fixed_hash_of_the_file_name(tree):
 
 def test_evaluation_items_are_padded_to_multiples_of_32_with_ignore(tree):
     root, _ = tree
-    item = datasets.build("synthia", root=root, split="val")[0]
+    item = datasets.create_dataset("synthia", root=root, split="val")[0]
     assert item["image"].shape == (3, 64, 96) and item["label"].shape == (64, 96)
     assert (item["label"][40:] == 255).all() and (item["label"][:, 72:] == 255).all()
     assert (item["image"][:, 40:] == 0).all() and (item["image"][:, :, 72:] == 0).all()
@@ -52,12 +52,14 @@ def test_evaluation_items_are_padded_to_multiples_of_32_with_ignore(tree):
 
 def test_training_items_are_crops_of_the_configured_size(tree):
     root, _ = tree
-    item = datasets.build("synthia", root=root, split="train", crop_size=[32, 64], scale=[1.0, 1.0])[3]
+    item = datasets.create_dataset("synthia", root=root, split="train", crop_size=[32, 64], scale=[1.0, 1.0])[
+        3
+    ]
     assert item["image"].shape == (3, 32, 64) and set(item["label"].unique().tolist()) <= {*range(19), 255}
 
 
 def test_eval_subsets_are_the_standard_16_and_13_classes(tree):
-    subsets = datasets.build("synthia", root=tree[0], split="val").eval_subsets
+    subsets = datasets.create_dataset("synthia", root=tree[0], split="val").eval_subsets
     names16 = [CLASS_NAMES[t] for t in subsets["mIoU16"]]
     names13 = [CLASS_NAMES[t] for t in subsets["mIoU13"]]
     assert len(names16) == 16 and set(CLASS_NAMES) - set(names16) == {"terrain", "truck", "train"}
@@ -67,19 +69,19 @@ def test_eval_subsets_are_the_standard_16_and_13_classes(tree):
 def test_wrong_layout_names_the_expected_folder(tmp_path):
     (tmp_path / "RGB").mkdir()
     with pytest.raises(FileNotFoundError, match=r"GT/LABELS .*layout: RGB/\*\.png and GT/LABELS/\*\.png"):
-        datasets.build("synthia", root=tmp_path, split="train")
+        datasets.create_dataset("synthia", root=tmp_path, split="train")
 
 
 def test_unpaired_files_and_empty_splits_are_named(tree, tmp_path_factory):
     root, _ = tree
     (root / "GT/LABELS/0000011.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"image.* without a label file: .*RGB/0000011\.png"):
-        datasets.build("synthia", root=root, split="val")
+        datasets.create_dataset("synthia", root=root, split="val")
     empty = tmp_path_factory.mktemp("empty")
     (empty / "RGB").mkdir()
     (empty / "GT/LABELS").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="'all' split is empty"):
-        datasets.build("synthia", root=empty, split="all")
+        datasets.create_dataset("synthia", root=empty, split="all")
 
 
 def test_unknown_class_ids_and_wrong_channel_counts_are_named_on_load(tree):
@@ -88,7 +90,7 @@ def test_unknown_class_ids_and_wrong_channel_counts_are_named_on_load(tree):
     bad[0, 0, 2] = 23
     write_png(root / "GT/LABELS/0000013.png", bad)
     write_png(root / "GT/LABELS/0000011.png", ids["0000011"])  # single channel
-    ds = datasets.build("synthia", root=root, split="val")
+    ds = datasets.create_dataset("synthia", root=root, split="val")
     with pytest.raises(ValueError, match=r"0000011\.png: expected a 3-channel 16-bit SYNTHIA"):
         ds[0]
     with pytest.raises(ValueError, match=r"0000013\.png: label values \[23\] are outside the known ids 0–22"):

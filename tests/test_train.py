@@ -30,7 +30,7 @@ from bench.trainer_config import (
     keys,
     shipped,
 )
-from datasets.synthetic import synthetic
+from datasets.synthetic import SyntheticDataset
 
 CFG = {
     "max_steps": 8,
@@ -103,7 +103,7 @@ def make_trainer(tmp_path, data_root, loss_fn=None, **cfg):
         def forward(self, x):
             return {"logits": self.net(x)}
 
-    train = synthetic(data_root / "tiny16", "train", img_size=16, generator=GEN, seed=3)
+    train = SyntheticDataset(data_root / "tiny16", "train", img_size=16, generator=GEN, seed=3)
     return Trainer(
         {**CFG, **cfg},
         model=Wrap(),

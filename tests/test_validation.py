@@ -184,7 +184,7 @@ def root(pristine, tmp_path) -> Path:
 
 
 def _build(root: Path, split: str, **kw):
-    return datasets.build("synapse", root=root, split=split, img_size=32, **kw)
+    return datasets.create_dataset("synapse", root=root, split=split, img_size=32, **kw)
 
 
 def test_pristine_data_pass_the_preflight(root):
