@@ -20,12 +20,15 @@ demo: $(STAMP)
 	$(BIN)/python -m bench -m +experiment=demo '+loss=ce,dice,focal'
 	$(BIN)/python -m bench.results outputs/demo --out results/demo
 
+# The whole suite, in TEST_WORKERS pytest-xdist processes (2: one per core of a 2-core machine;
+# `make test TEST_WORKERS=8` on a bigger one, TEST_WORKERS=0 for one process).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # Development loop: the suite without the end-to-end subprocess runs (marker `slow`).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

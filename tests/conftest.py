@@ -10,7 +10,14 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network: pretrained weights must fail fast
 os.environ.setdefault("WANDB_MODE", "disabled")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# `make test` runs two pytest workers (pytest-xdist): one thread each then
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end (``slow``) tests first: the workers start the long jobs early and the short
+    ones fill in, rather than one long test finishing last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
