@@ -4,7 +4,8 @@ Each loss is built from its ``conf/loss/<name>.yaml`` params (as the runner buil
 the same random logits, blocky target (5 % ignored) and, where it declares them, runtime inputs:
 ``aux`` ``[B, aux_channels, H, W]``, ``features`` ``[B, 16, H, W]`` (an SMP U-Net decoder's output),
 ``progress`` 0.5. Reported: the median of 3 to ``--repeats`` timed calls (stopping once ``--budget``
-seconds are spent) after ``--warmup`` calls, its ratio to ``ce``, and on CUDA the peak memory the
+seconds are spent) after ``--warmup`` calls, the median of its ratios to a ``ce`` call timed right
+before each (paired, so that a drift of the machine's speed cancels), and on CUDA the peak memory the
 call allocates beyond its inputs. On CPU the timer is the process CPU time of one thread (steadier
 than wall time on a shared machine); on CUDA it is wall time between synchronisations. Losses that
 cannot be built (e.g. a missing checkpoint) are listed with the reason.
@@ -86,13 +87,13 @@ def config_params(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path)).get("params") or {}
 
 
-def measure(name: str, args: argparse.Namespace, logits: torch.Tensor, target: torch.Tensor) -> dict:
-    """Median ms of forward + backward and (CUDA) peak extra MiB, or the reason it cannot run."""
+def stepper(name: str, args: argparse.Namespace, logits: torch.Tensor, target: torch.Tensor):
+    """One forward + backward of loss ``name`` (built from its config) as a function, or the reason
+    it cannot be built."""
     try:
         loss = create_loss(name, num_classes=args.classes, **config_params(name)).to(logits.device)
     except (ValueError, FileNotFoundError) as err:
-        return {"error": str(err)}
-    cuda = logits.device.type == "cuda"
+        return str(err)
     leaf = logits.detach().requires_grad_()
     inputs = runtime_inputs(name, leaf)
 
@@ -103,21 +104,38 @@ def measure(name: str, args: argparse.Namespace, logits: torch.Tensor, target: t
             if isinstance(v, torch.Tensor):
                 v.grad = None
 
-    for _ in range(args.warmup):
-        step()
-    times = []
+    return step
+
+
+def timed(step, cuda: bool) -> float:
+    """Milliseconds of one ``step()``: wall time between CUDA synchronisations, or process CPU time."""
     if cuda:
         torch.cuda.synchronize()
+    start = time.perf_counter() if cuda else time.process_time()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    return ((time.perf_counter() if cuda else time.process_time()) - start) * 1e3
+
+
+def measure(step, ce_step, args: argparse.Namespace, cuda: bool) -> dict:
+    """Median ms of ``step`` and the median of its ratios to ``ce_step`` timed right before it, call
+    by call (a paired ratio is steadier than two medians taken apart when the machine's speed drifts);
+    on CUDA the peak MiB one ``step`` allocates beyond what is allocated before it."""
+    for _ in range(args.warmup):
+        ce_step()
+        step()
+    times, ratios = [], []
+    while len(times) < args.repeats and (len(times) < 3 or sum(times) < args.budget * 1e3):
+        ce = timed(ce_step, cuda)
+        times.append(timed(step, cuda))
+        ratios.append(times[-1] / ce)
+    out = {"ms": statistics.median(times), "vs_ce": statistics.median(ratios)}
+    if cuda:
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    while len(times) < args.repeats and (len(times) < 3 or sum(times) < args.budget * 1e3):
-        start = time.perf_counter() if cuda else time.process_time()
         step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(((time.perf_counter() if cuda else time.process_time()) - start) * 1e3)
-    out = {"ms": statistics.median(times)}
-    if cuda:
+        torch.cuda.synchronize()
         out["mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     return out
 
@@ -125,7 +143,6 @@ def measure(name: str, args: argparse.Namespace, logits: torch.Tensor, target: t
 def table(rows: dict[str, dict], args: argparse.Namespace, device: torch.device) -> str:
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} thread(s)"
-    ce = rows["ce"]["ms"]
     lines = [
         "# Loss cost: forward + backward, relative to cross-entropy",
         "",
@@ -134,7 +151,8 @@ def table(rows: dict[str, dict], args: argparse.Namespace, device: torch.device)
         "target: 8×8 blocks of random classes, 5 % ignored",
         f"- median of 3–{args.repeats} calls ({args.budget:g} s budget per loss) "
         f"after {args.warmup} warm-up; "
-        + ("wall time between CUDA synchronisations" if cuda else "process CPU time"),
+        + ("wall time between CUDA synchronisations" if cuda else "process CPU time")
+        + "; × CE: the median ratio to a CE call timed right before each call",
         f"- torch {torch.__version__}, {date.today().isoformat()}; `scripts/bench_losses.py`",
         "",
         "| loss | category | ms | × CE |" + (" peak MiB |" if cuda else ""),
@@ -146,7 +164,7 @@ def table(rows: dict[str, dict], args: argparse.Namespace, device: torch.device)
             skipped.append(f"- `{loss}`: {r['error']}")
             continue
         mem = f" {r['mib']:.0f} |" if cuda else ""
-        lines.append(f"| {loss} | {loss_info(loss).category} | {r['ms']:.1f} | {r['ms'] / ce:.2f} |{mem}")
+        lines.append(f"| {loss} | {loss_info(loss).category} | {r['ms']:.1f} | {r['vs_ce']:.2f} |{mem}")
     if skipped:
         lines += ["", "Not measured (cannot be built with their config here):", "", *skipped]
     return "\n".join(lines) + "\n"
@@ -159,11 +177,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     logits, target = make_batch(args, device)
     names = ["ce", *(n for n in list_losses(args.losses) if n != "ce")]
+    cuda = device.type == "cuda"
+    ce_step = stepper("ce", args, logits, target)
     rows = {}
     for name in names:
-        rows[name] = measure(name, args, logits, target)
+        step = stepper(name, args, logits, target)
+        rows[name] = {"error": step} if isinstance(step, str) else measure(step, ce_step, args, cuda)
         r = rows[name]
-        print(f"{name:24s} " + (f"{r['ms']:9.1f} ms" if "ms" in r else f"skipped: {r['error']}"), flush=True)
+        done = f"{r['ms']:9.1f} ms {r['vs_ce']:6.2f} × CE" if "ms" in r else f"skipped: {r['error']}"
+        print(f"{name:24s} {done}", flush=True)
     text = table(rows, args, device)
     if args.out == "-":
         print(text)
