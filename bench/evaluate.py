@@ -223,7 +223,7 @@ def evaluate(
         raise ValueError(f"the evaluation split {dataset.split!r} is empty")
     num_classes = dataset.num_classes
     classes = list(range(num_classes)) if eval_classes is None else [int(c) for c in eval_classes]
-    subsets = getattr(dataset, "eval_subsets", {}) if subsets is None else subsets
+    subsets = dataset.eval_subsets if subsets is None else subsets
     settings = {
         "classes": classes,
         "ignore_index": IGNORE_INDEX,

@@ -320,7 +320,7 @@ def score(
         model,
         parts.test_set,
         protocols=protocols,
-        subsets=getattr(parts.train_set, "eval_subsets", {}),
+        subsets=parts.train_set.eval_subsets,
         eval_classes=ev.eval_classes,
         device=parts.device,
         batch_size=ev.batch_size,

@@ -45,6 +45,8 @@ class SegDataset(Dataset):
     volumetric: bool = False
     #: the splits that are augmented unless ``augment`` says otherwise
     train_splits: tuple[str, ...] = ("train",)
+    #: class subsets whose means tables report, ``{name: [train id]}`` (Synthia's mIoU16/mIoU13); none here
+    eval_subsets: Mapping[str, tuple[int, ...]] = {}
 
     def __init__(
         self,

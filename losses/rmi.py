@@ -12,16 +12,15 @@ from .base import SegLoss, masked_mean
 from .registry import register_loss
 
 
-def pool_masked(x: Tensor, mask: Tensor | None, size: int, kind: str) -> Tensor:
+def pool_masked(x: Tensor, mask: Tensor, size: int, kind: str) -> Tensor:
     """Down-sample ``x [B,C,H,W]`` by ``size`` (stride = size, padding size//2, as the official code)
-    with the pixels outside ``mask [B,1,H,W]`` (if given) set to 0.
+    with the pixels outside ``mask [B,1,H,W]`` set to 0.
 
     As the official code, ``"avg"`` divides every cell's sum by ``size²``, also where the cell
     overlaps the zero padding or ignored pixels (``count_include_pad``); ``"max"`` of ``x >= 0``
     zeroed where ignored runs over the valid pixels."""
     pad = size // 2
-    if mask is not None:
-        x = x * mask
+    x = x * mask
     if kind == "max":
         return F.max_pool2d(x, size, size, pad)
     return F.avg_pool2d(x, size, size, pad, count_include_pad=True)

@@ -445,5 +445,5 @@ def test_rmi_labels_pooled_from_indices_equal_the_pooled_one_hot(kind, size):
     valid = target != 255
     onehot = F.one_hot(torch.where(valid, target, 0), 4).permute(0, 3, 1, 2).float()
     onehot = onehot * valid.unsqueeze(1)
-    expected = pool_masked(onehot, None, size, kind)
+    expected = pool_masked(onehot, valid.unsqueeze(1).float(), size, kind)
     assert torch.allclose(pool_labels(target, valid, 4, size, kind), expected, atol=1e-7)
